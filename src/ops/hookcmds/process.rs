@@ -1,0 +1,1 @@
+//! The production [`super::HookTools`]: spawns the hook tools Juju puts on `PATH`.
