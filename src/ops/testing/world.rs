@@ -1,0 +1,1 @@
+//! In-memory Juju model. (being written)
