@@ -6,3 +6,5 @@ pub mod context;
 pub mod hookcmds;
 pub mod pebble;
 pub mod testing;
+pub mod framework;
+pub mod model;

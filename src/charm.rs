@@ -1,0 +1,285 @@
+//! `RedisK8sCharm`: thin wiring of the charm's objects onto the framework.
+//!
+//! Each concern lives in its own module (`redis_server`, `sentinel`, `client_relation`,
+//! `actions`); this struct registers their handlers, holds what one hook learned (the
+//! derived [`Topology`] and the outcomes to report), and reports status once, at
+//! collect-status.
+
+use std::cell::OnceCell;
+
+use crate::config::{CharmConfig, ConfigError};
+use crate::literals::*;
+use crate::ops::framework::{handle_path, Charm, EventHandle, Framework, HandlerResult, Observers};
+use crate::ops::hookcmds::{HookError, StatusValue};
+use crate::peers::{generate_password, unit_fqdn, PeerAppData};
+use crate::sentinel::Sentinel;
+use crate::{actions, client_relation, redis_server, sentinel};
+
+/// How a convergence step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Done, with a message for the active status (e.g. the replication role).
+    Active(String),
+    /// Could not finish yet; the event is deferred.
+    Waiting(String),
+    /// Needs an operator; not deferred (a config change will come).
+    Blocked(String),
+}
+
+/// What a hook derives once from the model: names, addresses, the peer databag.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub fqdn: String,
+    /// `bind` directive value for Redis and Sentinel.
+    pub bind: String,
+    pub peer_relation: Option<u32>,
+    pub peer: PeerAppData,
+    /// FQDNs of the other units in the peer relation.
+    pub peer_fqdns: Vec<String>,
+}
+
+/// The charm.
+#[derive(Default)]
+pub struct RedisK8sCharm {
+    pub sentinel: Sentinel,
+    config: OnceCell<Result<CharmConfig, ConfigError>>,
+    topology: Option<Topology>,
+    /// Unit statuses produced by this hook's handlers, reported at collect-status.
+    outcomes: Vec<StatusValue>,
+}
+
+pub const ROOT: &str = "RedisK8sCharm";
+
+impl Charm for RedisK8sCharm {
+    const HANDLE_KIND: &'static str = ROOT;
+
+    fn register(o: &mut Observers<Self>) {
+        let root = o.root().to_string();
+        let peer = PEER_RELATION.replace('-', "_");
+        o.observe("leader_elected", &root, "_leader_elected", |c, fw, ev| c.on_leader_elected(fw, ev));
+        o.observe("redis_pebble_ready", &root, "_redis_pebble_ready", |c, fw, ev| {
+            redis_server::on_pebble_ready(c, fw, ev)
+        });
+        o.observe("config_changed", &root, "_config_changed", |c, fw, ev| c.on_config_changed(fw, ev));
+        o.observe("upgrade_charm", &root, "_upgrade_charm", |c, fw, ev| c.on_config_changed(fw, ev));
+        o.observe("update_status", &root, "_update_status", |c, fw, ev| c.on_update_status(fw, ev));
+        for kind in ["relation_changed", "relation_departed"] {
+            o.observe(&format!("{peer}_{kind}"), &root, "_peer_relation_changed", |c, fw, ev| {
+                c.on_peer_changed(fw, ev)
+            });
+        }
+        for kind in ["redis_relation_created", "redis_relation_joined", "redis_relation_changed"] {
+            o.observe(kind, &root, "_on_redis_relation", |c, fw, _| {
+                client_relation::publish(c, fw).map_err(Into::into)
+            });
+        }
+        o.observe("check_service_action", &root, "_check_service", actions::check_service);
+        o.observe(
+            "get_initial_admin_password_action",
+            &root,
+            "_get_password",
+            actions::get_admin_password,
+        );
+        o.observe(
+            "get_sentinel_password_action",
+            &root,
+            "_get_sentinel_password",
+            actions::get_sentinel_password,
+        );
+        o.observe("collect_unit_status", &root, "_on_collect_unit_status", |c, fw, _| {
+            c.collect_unit_status(fw);
+            Ok(())
+        });
+        let sentinel_path = handle_path(Some(&root), "Sentinel", Some("sentinel"));
+        o.observe(
+            "sentinel_pebble_ready",
+            &sentinel_path,
+            "_sentinel_pebble_ready",
+            sentinel::on_pebble_ready,
+        );
+    }
+}
+
+impl RedisK8sCharm {
+    /// The validated config, read once per hook.
+    pub fn config(&self, fw: &Framework<'_>) -> Result<&CharmConfig, ConfigError> {
+        self.config
+            .get_or_init(|| match fw.model().config() {
+                Ok(map) => CharmConfig::from_map(map),
+                Err(e) => Err(ConfigError {
+                    option: "(all)",
+                    reason: format!("cannot read config: {e}"),
+                }),
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Names, addresses and the peer databag, derived once per hook.
+    pub fn topology(&mut self, fw: &Framework<'_>) -> Result<&Topology, HookError> {
+        if self.topology.is_none() {
+            let domain = self
+                .config(fw)
+                .map(|c| c.cluster_domain.clone())
+                .unwrap_or_else(|_| "cluster.local".into());
+            let ctx = fw.ctx;
+            let fqdn = unit_fqdn(&ctx.unit_name, &ctx.model_name, &domain);
+            let peer_relation = fw.model().relation_id(PEER_RELATION)?;
+            let (peer, peer_fqdns) = match peer_relation {
+                Some(id) => {
+                    let bag = fw.model().relation_data(id, &ctx.app_name, true)?;
+                    let units = fw.model().relation_units(id)?;
+                    let fqdns = units
+                        .iter()
+                        .filter(|u| *u != &ctx.unit_name)
+                        .map(|u| unit_fqdn(u, &ctx.model_name, &domain))
+                        .collect();
+                    (PeerAppData::from_bag(&bag), fqdns)
+                }
+                None => (PeerAppData::default(), Vec::new()),
+            };
+            self.topology = Some(Topology {
+                bind: bind_address(&fqdn),
+                fqdn,
+                peer_relation,
+                peer,
+                peer_fqdns,
+            });
+        }
+        Ok(self.topology.as_ref().expect("just set"))
+    }
+
+    /// Forget the derived topology (after this hook changed the peer databag).
+    pub fn invalidate_topology(&mut self) {
+        self.topology = None;
+    }
+
+    /// Record an outcome for collect-status; returns whether the event should be deferred.
+    pub fn report(&mut self, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Done => {
+                self.outcomes.push(StatusValue::active(""));
+                false
+            }
+            Outcome::Active(msg) => {
+                self.outcomes.push(StatusValue::active(msg));
+                false
+            }
+            Outcome::Waiting(msg) => {
+                self.outcomes.push(StatusValue::waiting(msg));
+                true
+            }
+            Outcome::Blocked(msg) => {
+                self.outcomes.push(StatusValue::blocked(msg));
+                false
+            }
+        }
+    }
+
+    /// Converge both workloads: the same path whatever the trigger.
+    fn converge_all(&mut self, fw: &mut Framework<'_>, ev: &mut EventHandle) -> HandlerResult {
+        let redis = redis_server::converge(self, fw)?;
+        let sentinel = sentinel::converge(self, fw)?;
+        let defer_redis = self.report(redis);
+        let defer_sentinel = self.report(sentinel);
+        client_relation::publish(self, fw)?;
+        if defer_redis || defer_sentinel {
+            ev.defer();
+        }
+        Ok(())
+    }
+
+    /// The leader makes sure passwords and the first primary are recorded.
+    fn on_leader_elected(&mut self, fw: &mut Framework<'_>, ev: &mut EventHandle) -> HandlerResult {
+        if !fw.model().is_leader()? {
+            return Ok(());
+        }
+        let topo = self.topology(fw)?.clone();
+        let Some(rel) = topo.peer_relation else {
+            self.report(Outcome::Waiting("Waiting for peer relation".into()));
+            ev.defer();
+            return Ok(());
+        };
+        let mut changes = std::collections::BTreeMap::new();
+        if topo.peer.redis_password.is_none() {
+            changes.insert(KEY_REDIS_PASSWORD.to_string(), generate_password()?);
+        }
+        if topo.peer.sentinel_password.is_none() {
+            changes.insert(KEY_SENTINEL_PASSWORD.to_string(), generate_password()?);
+        }
+        if topo.peer.leader_host.is_none() {
+            changes.insert(KEY_LEADER_HOST.to_string(), topo.fqdn.clone());
+        } else {
+            // A leader change: the record may be stale, refresh it from the sentinels.
+            sentinel::refresh_leader_host(self, fw)?;
+        }
+        if fw.model().update_relation_data(rel, true, &changes)? {
+            tracing::info!(keys = ?changes.keys().collect::<Vec<_>>(), "recorded peer app data");
+            self.invalidate_topology();
+        }
+        Ok(())
+    }
+
+    fn on_config_changed(&mut self, fw: &mut Framework<'_>, ev: &mut EventHandle) -> HandlerResult {
+        if let Err(e) = self.config(fw) {
+            tracing::warn!(error = %e, "config invalid; not applying");
+            return Ok(());
+        }
+        self.converge_all(fw, ev)
+    }
+
+    fn on_peer_changed(&mut self, fw: &mut Framework<'_>, ev: &mut EventHandle) -> HandlerResult {
+        if self.config(fw).is_err() {
+            return Ok(());
+        }
+        if fw.model().is_leader()? {
+            sentinel::refresh_leader_host(self, fw)?;
+        }
+        self.converge_all(fw, ev)
+    }
+
+    fn on_update_status(&mut self, fw: &mut Framework<'_>, _ev: &mut EventHandle) -> HandlerResult {
+        if self.config(fw).is_err() {
+            return Ok(());
+        }
+        if fw.model().is_leader()? {
+            sentinel::refresh_leader_host(self, fw)?;
+            client_relation::publish(self, fw)?;
+        }
+        let health = redis_server::health(self, fw)?;
+        self.report(health);
+        Ok(())
+    }
+
+    fn collect_unit_status(&mut self, fw: &mut Framework<'_>) {
+        if let Err(e) = self.config(fw) {
+            fw.add_status(StatusValue::blocked(e.to_string()));
+        }
+        for s in std::mem::take(&mut self.outcomes) {
+            fw.add_status(s);
+        }
+    }
+}
+
+/// What Redis and Sentinel bind to: the pod's address (and loopback when that is not
+/// loopback itself). Resolving our own pod name gives the pod IP in Kubernetes and the
+/// unit's 127.0.0.x address in the local model, so one rule serves both.
+pub fn bind_address(fqdn: &str) -> String {
+    use std::net::ToSocketAddrs;
+    match (fqdn, 0).to_socket_addrs().ok().and_then(|mut a| a.find(|a| a.is_ipv4())) {
+        Some(addr) if addr.ip().is_loopback() => addr.ip().to_string(),
+        Some(addr) => format!("{} 127.0.0.1", addr.ip()),
+        None => "0.0.0.0".to_string(),
+    }
+}
+
+/// Our own address for the charm's client connections (the first bind address).
+pub fn own_address(topo: &Topology) -> String {
+    topo.bind
+        .split_whitespace()
+        .next()
+        .filter(|a| *a != "0.0.0.0")
+        .unwrap_or("127.0.0.1")
+        .to_string()
+}

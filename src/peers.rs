@@ -1,0 +1,150 @@
+//! The peer relation's app databag, typed. Keys are the Python charm's, so a deployment of
+//! it can be refreshed to this charm and keep its passwords and primary.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use crate::literals::{KEY_ENABLE_PASSWORD, KEY_LEADER_HOST, KEY_REDIS_PASSWORD, KEY_SENTINEL_PASSWORD};
+
+/// What the leader records for everyone.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct PeerAppData {
+    pub redis_password: Option<String>,
+    pub sentinel_password: Option<String>,
+    /// The primary's pod FQDN.
+    pub leader_host: Option<String>,
+    /// The Python charm's legacy no-auth mode (`enable-password: "false"`).
+    pub enable_password: bool,
+}
+
+// Never print passwords, even in debug output.
+impl std::fmt::Debug for PeerAppData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerAppData")
+            .field("redis_password", &self.redis_password.as_ref().map(|_| "<set>"))
+            .field("sentinel_password", &self.sentinel_password.as_ref().map(|_| "<set>"))
+            .field("leader_host", &self.leader_host)
+            .field("enable_password", &self.enable_password)
+            .finish()
+    }
+}
+
+fn non_empty(bag: &BTreeMap<String, String>, key: &str) -> Option<String> {
+    bag.get(key).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+impl PeerAppData {
+    /// Parse a databag; unknown keys are ignored, empty values count as absent, and a
+    /// malformed `leader-host` (not a host name) is dropped with a warning.
+    pub fn from_bag(bag: &BTreeMap<String, String>) -> PeerAppData {
+        let leader_host = non_empty(bag, KEY_LEADER_HOST).filter(|h| {
+            let ok = is_hostname(h);
+            if !ok {
+                tracing::warn!(value = %h, "ignoring malformed leader-host in peer data");
+            }
+            ok
+        });
+        PeerAppData {
+            redis_password: non_empty(bag, KEY_REDIS_PASSWORD),
+            sentinel_password: non_empty(bag, KEY_SENTINEL_PASSWORD),
+            leader_host,
+            enable_password: bag.get(KEY_ENABLE_PASSWORD).map(|v| v.trim()) != Some("false"),
+        }
+    }
+
+    /// The Python charm's `_valid_app_databag`: passwords (or legacy mode) and a primary.
+    pub fn is_populated(&self) -> bool {
+        (self.redis_password.is_some() || !self.enable_password)
+            && self.sentinel_password.is_some()
+            && self.leader_host.is_some()
+    }
+
+    /// The admin password Redis should require (None in legacy no-auth mode).
+    pub fn admin_password(&self) -> Option<&str> {
+        if self.enable_password {
+            self.redis_password.as_deref()
+        } else {
+            None
+        }
+    }
+}
+
+/// A DNS name or IP address: letters, digits, `-`, `.`, `:`.
+pub fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':')
+}
+
+/// A strong random password: 32 characters from [A-Za-z0-9] (~190 bits), from the kernel's
+/// CSPRNG, without modulo bias.
+pub fn generate_password() -> std::io::Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(32);
+    let mut urandom = std::fs::File::open("/dev/urandom")?;
+    let mut buf = [0u8; 64];
+    while out.len() < 32 {
+        urandom.read_exact(&mut buf)?;
+        for b in buf {
+            // 62 * 4 = 248: reject 248..=255 to keep the distribution uniform.
+            if b < 248 && out.len() < 32 {
+                out.push(ALPHABET[(b % 62) as usize] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A unit's pod FQDN, computed from names rather than trusting the resolver (contract
+/// addenda 2): `<app>-<n>.<app>-endpoints.<model>.svc.<cluster-domain>`.
+pub fn unit_fqdn(unit_name: &str, model: &str, cluster_domain: &str) -> String {
+    let (app, n) = unit_name.rsplit_once('/').unwrap_or((unit_name, "0"));
+    format!("{app}-{n}.{app}-endpoints.{model}.svc.{cluster_domain}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn junk_and_empty_keys_do_not_populate() {
+        let mut bag = BTreeMap::new();
+        bag.insert("redis-password".into(), "".into());
+        bag.insert("sentinel-password".into(), "s".into());
+        bag.insert("leader-host".into(), "bad host!".into());
+        bag.insert("junk".into(), "x".into());
+        let d = PeerAppData::from_bag(&bag);
+        assert!(!d.is_populated());
+        assert_eq!(d.leader_host, None);
+        bag.insert("redis-password".into(), "p".into());
+        bag.insert("leader-host".into(), "redis-k8s-0.redis-k8s-endpoints".into());
+        assert!(PeerAppData::from_bag(&bag).is_populated());
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let d = PeerAppData {
+            redis_password: Some("hunter2hunter2".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{d:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn passwords_are_long_and_distinct() {
+        let a = generate_password().unwrap();
+        let b = generate_password().unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn fqdn_follows_the_pod_naming() {
+        assert_eq!(
+            unit_fqdn("redis-k8s/2", "prod", "cluster.local"),
+            "redis-k8s-2.redis-k8s-endpoints.prod.svc.cluster.local"
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! The redis container: `redis.conf`, the `redis` layer, and the unit's replication role.
+
+use serde::Serialize;
+
+use crate::charm::{own_address, Outcome, RedisK8sCharm};
+use crate::literals::*;
+use crate::ops::framework::{EventHandle, Framework, HandlerError, HandlerResult};
+use crate::ops::pebble::{Layer, MakeDirOptions, Service};
+use crate::redis_client::RedisConn;
+use crate::sentinel::{current_primary, pebble_outcome, write_config};
+use crate::templates;
+
+/// The `redis` layer: the command names only the config file (passwords stay in it).
+pub fn redis_layer() -> Layer {
+    let mut layer = Layer {
+        summary: Some("Redis layer".into()),
+        description: Some("Redis layer".into()),
+        ..Layer::default()
+    };
+    layer.services.insert(
+        REDIS_SERVICE.into(),
+        Service {
+            r#override: Some("replace".into()),
+            summary: Some("Redis service".into()),
+            command: Some(format!("redis-server {REDIS_CONFIG_PATH}")),
+            user: Some(REDIS_USER.into()),
+            group: Some(REDIS_USER.into()),
+            startup: Some("enabled".into()),
+            ..Service::default()
+        },
+    );
+    layer
+}
+
+/// Template inputs of `redis.conf.j2`.
+#[derive(Serialize)]
+pub struct RedisConfig<'a> {
+    pub bind: &'a str,
+    pub hostname: &'a str,
+    pub redis_port: u16,
+    pub data_dir: &'a str,
+    pub log_file: &'a str,
+    pub log_level: &'a str,
+    pub appendonly: bool,
+    pub save: String,
+    pub maxmemory: u64,
+    pub maxmemory_policy: &'a str,
+    pub redis_password: Option<&'a str>,
+    pub replicaof: Option<&'a str>,
+}
+
+pub fn on_pebble_ready(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+    ev: &mut EventHandle,
+) -> HandlerResult {
+    let outcome = converge(charm, fw)?;
+    let defer = charm.report(outcome);
+    crate::client_relation::publish(charm, fw)?;
+    if defer {
+        ev.defer();
+    }
+    Ok(())
+}
+
+/// Make the redis container run Redis with the right config and role.
+pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<Outcome, HandlerError> {
+    let cfg = match charm.config(fw) {
+        Ok(c) => c.clone(),
+        Err(e) => return Ok(Outcome::Blocked(e.to_string())),
+    };
+    let pebble = fw.container(REDIS_CONTAINER);
+    if pebble.system_info().is_err() {
+        return Ok(Outcome::Waiting("Waiting for Pebble in workload container".into()));
+    }
+    let topo = charm.topology(fw)?.clone();
+    if !topo.peer.is_populated() {
+        return Ok(Outcome::Waiting("Waiting for peer data to be updated".into()));
+    }
+    let Some(primary) = current_primary(charm, fw)? else {
+        return Ok(Outcome::Waiting("Failover in progress".into()));
+    };
+    let replicaof = (primary != topo.fqdn).then_some(primary.as_str());
+    let save = cfg
+        .save
+        .iter()
+        .map(|(s, c)| format!("{s} {c}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let rendered = templates::render(
+        &fw.ctx.charm_dir,
+        "redis.conf",
+        RedisConfig {
+            bind: &topo.bind,
+            hostname: &topo.fqdn,
+            redis_port: REDIS_PORT,
+            data_dir: DATA_DIR,
+            log_file: LOG_FILE,
+            log_level: cfg.log_level.as_str(),
+            appendonly: cfg.appendonly,
+            save,
+            maxmemory: cfg.maxmemory,
+            maxmemory_policy: cfg.maxmemory_policy,
+            redis_password: topo.peer.admin_password(),
+            replicaof,
+        },
+    )?;
+    let dirs = [(LOG_DIR, 0o770), (DATA_DIR, 0o770)];
+    for (dir, mode) in dirs {
+        let made = pebble.make_dir(
+            dir,
+            &MakeDirOptions {
+                make_parents: true,
+                permissions: Some(mode),
+                user: Some(REDIS_USER.into()),
+                group: Some(REDIS_USER.into()),
+                ..MakeDirOptions::default()
+            },
+        );
+        if let Err(e) = made {
+            return Ok(pebble_outcome(REDIS_CONTAINER, &e));
+        }
+    }
+    if let Err(e) = write_config(&*pebble, REDIS_CONFIG_PATH, &rendered) {
+        return Ok(pebble_outcome(REDIS_CONTAINER, &e));
+    }
+    let layer = redis_layer();
+    let plan = match pebble.get_plan() {
+        Ok(p) => p,
+        Err(e) => return Ok(pebble_outcome(REDIS_CONTAINER, &e)),
+    };
+    let planned = plan.services.get(REDIS_SERVICE) == layer.services.get(REDIS_SERVICE);
+    let running = planned
+        && pebble
+            .services(&[REDIS_SERVICE])
+            .map(|s| s.iter().any(|i| i.is_running()))
+            .unwrap_or(false);
+    if running {
+        follow_primary_at_runtime(&topo, replicaof);
+        return Ok(Outcome::Done);
+    }
+    if !planned {
+        if let Err(e) = pebble.add_layer(REDIS_SERVICE, &layer, true) {
+            return Ok(pebble_outcome(REDIS_CONTAINER, &e));
+        }
+    }
+    if let Err(e) = pebble.replan(REPLAN_TIMEOUT) {
+        return Ok(pebble_outcome(REDIS_CONTAINER, &e));
+    }
+    Ok(Outcome::Done)
+}
+
+/// A running replica that should follow another primary does so by `REPLICAOF`, without a
+/// restart (the config file pushed above keeps the role across restarts).
+fn follow_primary_at_runtime(topo: &crate::charm::Topology, replicaof: Option<&str>) {
+    let Some(primary) = replicaof else { return };
+    let host = own_address(topo);
+    let result = RedisConn::connect(&host, REDIS_PORT, topo.peer.admin_password()).and_then(|mut c| {
+        let info = c.info("replication")?;
+        let following = info.get("master_host").map(String::as_str);
+        if info.get("role").map(String::as_str) == Some("master") || following != Some(primary) {
+            c.command(&["REPLICAOF", primary, &REDIS_PORT.to_string()])?;
+            tracing::info!(%primary, "now replicating from the primary");
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "could not check replication role");
+    }
+}
+
+/// update-status: is Redis answering, and in which role?
+pub fn health(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<Outcome, HandlerError> {
+    let topo = charm.topology(fw)?.clone();
+    if !topo.peer.is_populated() {
+        return Ok(Outcome::Waiting("Waiting for peer data to be updated".into()));
+    }
+    let info = RedisConn::connect(&own_address(&topo), REDIS_PORT, topo.peer.admin_password())
+        .and_then(|mut c| c.info("replication"));
+    Ok(match info {
+        Ok(info) => match info.get("role").map(String::as_str) {
+            Some("master") => Outcome::Active("primary".into()),
+            Some(_) => Outcome::Active(format!(
+                "replica (link {})",
+                info.get("master_link_status").map(String::as_str).unwrap_or("unknown")
+            )),
+            None => Outcome::Active(String::new()),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis not answering");
+            Outcome::Waiting("Waiting for Redis...".into())
+        }
+    })
+}
