@@ -5,5 +5,6 @@
 //!   access rules and commit-on-success.
 //! - [`pebble`]: an in-memory [`crate::ops::pebble::Pebble`] per container.
 
+pub mod harness;
 pub mod pebble;
 pub mod world;
