@@ -64,7 +64,7 @@ fn sentinel_waits_for_the_databag_then_the_leader_fills_it_and_the_deferred_even
     // committed) and is still queued; a later event finally succeeds.
     assert_eq!(s.state.stored.notices.len(), 1);
 
-    let r = s.run::<RedisK8sCharm>("hooks/update-status", HookInfo::default()).unwrap();
+    let r = s.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default()).unwrap();
     assert!(r.emitted[0].starts_with("RedisK8sCharm/on/sentinel_pebble_ready["), "{:?}", r.emitted);
     assert!(s.state.stored.notices.is_empty());
     let sentinel = pebble.get("sentinel");
