@@ -1,1 +1,9 @@
-fn main() {}
+//! `juju-local`: the local model's CLI and, when invoked through a hook-tool symlink
+//! (`relation-get`, `status-set`, ...), the hook tool itself.
+
+fn main() {
+    if let Some(code) = redis_k8s::sim::agent::tool_main_if_tool() {
+        std::process::exit(code)
+    }
+    redis_k8s::sim::cli::main();
+}
