@@ -1,0 +1,502 @@
+//! Just enough HTTP/1.1 for Pebble's API over a unix socket: request parsing (Content-Length
+//! or chunked bodies), responses with `Content-Length`, query strings, and multipart bodies
+//! (the files API reads and writes them).
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Requests larger than this are refused (pushes of big files are the largest bodies).
+const MAX_BODY: usize = 256 * 1024 * 1024;
+const MAX_HEADER_LINE: usize = 64 * 1024;
+const MAX_HEADERS: usize = 200;
+
+/// Why a request could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("request body too large")]
+    TooLarge,
+}
+
+/// One parsed request.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    /// The path without the query string, percent-decoded.
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// `HTTP/1.0` or `HTTP/1.1`.
+    pub version: String,
+    /// Who is on the other end (SO_PEERCRED), for Pebble's user/admin access levels.
+    pub peer_uid: Option<u32>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of a query parameter.
+    pub fn query_first(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A list parameter: repeated (`names=a&names=b`) or comma-separated (`names=a,b`).
+    pub fn query_list(&self, name: &str) -> Vec<String> {
+        self.query
+            .iter()
+            .filter(|(k, _)| k == name)
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Does the client want the connection closed after this response?
+    pub fn wants_close(&self) -> bool {
+        match self.header("connection") {
+            Some(v) if v.eq_ignore_ascii_case("close") => true,
+            Some(v) if v.eq_ignore_ascii_case("keep-alive") => false,
+            _ => self.version == "HTTP/1.0",
+        }
+    }
+}
+
+/// A response ready to be written.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// The reason phrase Go's net/http uses for a status.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Request Entity Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<String>, HttpError> {
+    let mut buf = Vec::new();
+    let n = (&mut *r)
+        .take(MAX_HEADER_LINE as u64 + 2)
+        .read_until(b'\n', &mut buf)
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if !buf.ends_with(b"\n") {
+        return Err(HttpError::Malformed(
+            "header line too long or truncated".into(),
+        ));
+    }
+    while buf.last() == Some(&b'\n') || buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| HttpError::Malformed("header is not UTF-8".into()))
+}
+
+/// Read one request; `Ok(None)` when the client closed the connection between requests.
+pub async fn read_request<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+) -> Result<Option<Request>, HttpError> {
+    // Tolerate stray blank lines between keep-alive requests.
+    let line = loop {
+        match read_line(r).await? {
+            None => return Ok(None),
+            Some(l) if l.is_empty() => continue,
+            Some(l) => break l,
+        }
+    };
+    let mut parts = line.split(' ');
+    let (method, target, version) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(m), Some(t), Some(v)) if v.starts_with("HTTP/1.") => (m, t, v),
+        _ => return Err(HttpError::Malformed(format!("bad request line {line:?}"))),
+    };
+    let (raw_path, raw_query) = match target.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (target, ""),
+    };
+    let mut req = Request {
+        method: method.to_string(),
+        path: percent_decode(raw_path),
+        query: parse_query(raw_query),
+        version: version.to_string(),
+        ..Request::default()
+    };
+    loop {
+        let Some(l) = read_line(r).await? else {
+            return Err(HttpError::Malformed("connection closed in headers".into()));
+        };
+        if l.is_empty() {
+            break;
+        }
+        if req.headers.len() >= MAX_HEADERS {
+            return Err(HttpError::Malformed("too many headers".into()));
+        }
+        let Some((k, v)) = l.split_once(':') else {
+            return Err(HttpError::Malformed(format!("bad header line {l:?}")));
+        };
+        req.headers
+            .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let chunked = req
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        req.body = read_chunked(r).await?;
+    } else if let Some(len) = req.header("content-length") {
+        let len: usize = len
+            .parse()
+            .map_err(|_| HttpError::Malformed("bad Content-Length".into()))?;
+        if len > MAX_BODY {
+            return Err(HttpError::TooLarge);
+        }
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).await?;
+        req.body = body;
+    }
+    Ok(Some(req))
+}
+
+async fn read_chunked<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Vec<u8>, HttpError> {
+    let mut body = Vec::new();
+    loop {
+        let line = read_line(r)
+            .await?
+            .ok_or_else(|| HttpError::Malformed("truncated chunk".into()))?;
+        let size_txt = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_txt, 16)
+            .map_err(|_| HttpError::Malformed("bad chunk size".into()))?;
+        if size == 0 {
+            // Trailers, up to the blank line.
+            while let Some(l) = read_line(r).await? {
+                if l.is_empty() {
+                    break;
+                }
+            }
+            return Ok(body);
+        }
+        if body.len() + size > MAX_BODY {
+            return Err(HttpError::TooLarge);
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        r.read_exact(&mut body[start..]).await?;
+        let mut crlf = [0u8; 2];
+        r.read_exact(&mut crlf).await?;
+    }
+}
+
+/// Write a response with `Content-Length`.
+pub async fn write_response<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    resp: &Response,
+    close: bool,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nDate: {}\r\n{}\r\n",
+        resp.status,
+        reason(resp.status),
+        resp.content_type,
+        resp.body.len(),
+        super::time::rfc3339(std::time::SystemTime::now()),
+        if close { "Connection: close\r\n" } else { "" },
+    );
+    let mut out = Vec::with_capacity(head.len() + resp.body.len());
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(&resp.body);
+    w.write_all(&out).await?;
+    w.flush().await
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn decode(s: &str, plus_is_space: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' if plus_is_space => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Decode `%xx` escapes in a path.
+pub fn percent_decode(s: &str) -> String {
+    decode(s, false)
+}
+
+/// `a=1&b=x%2Fy` → pairs (form-style: `+` is a space).
+pub fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k, true), decode(v, true)),
+            None => (decode(p, true), String::new()),
+        })
+        .collect()
+}
+
+/// One part of a multipart body.
+#[derive(Debug, Clone, Default)]
+pub struct Part {
+    pub headers: Vec<(String, String)>,
+    /// `name` from Content-Disposition.
+    pub name: String,
+    /// `filename` from Content-Disposition, if any.
+    pub filename: Option<String>,
+    pub data: Vec<u8>,
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if needle.is_empty() || from > hay.len() {
+        return None;
+    }
+    hay[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+/// The `boundary` parameter of a `multipart/...` content type, unquoted.
+pub fn multipart_boundary(content_type: &str) -> Option<String> {
+    let (mime, params) = content_type.split_once(';')?;
+    if !mime.trim().to_ascii_lowercase().starts_with("multipart/") {
+        return None;
+    }
+    params_of(params)
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("boundary"))
+        .map(|(_, v)| v)
+}
+
+/// Parse `; a=b; c="d \" e"` header parameters.
+fn params_of(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ';' || c.is_whitespace()) {
+            chars.next();
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c == ';' {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        if key.is_empty() && chars.peek().is_none() {
+            return out;
+        }
+        let mut val = String::new();
+        if chars.peek() == Some(&'=') {
+            chars.next();
+            if chars.peek() == Some(&'"') {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            if let Some(n) = chars.next() {
+                                val.push(n);
+                            }
+                        }
+                        '"' => break,
+                        c => val.push(c),
+                    }
+                }
+            } else {
+                while let Some(&c) = chars.peek() {
+                    if c == ';' {
+                        break;
+                    }
+                    val.push(c);
+                    chars.next();
+                }
+                val = val.trim().to_string();
+            }
+        }
+        out.push((key.trim().to_string(), val));
+        if chars.peek().is_none() {
+            return out;
+        }
+    }
+}
+
+/// Split a multipart body into its parts.
+pub fn parse_multipart(body: &[u8], boundary: &str) -> Result<Vec<Part>, String> {
+    let delim = format!("--{boundary}");
+    let delim = delim.as_bytes();
+    let mut pos = find(body, delim, 0).ok_or("missing multipart boundary")? + delim.len();
+    let mut parts = Vec::new();
+    loop {
+        if body[pos..].starts_with(b"--") {
+            return Ok(parts);
+        }
+        // Skip transport padding and the CRLF after the boundary.
+        while pos < body.len() && (body[pos] == b' ' || body[pos] == b'\t') {
+            pos += 1;
+        }
+        if body[pos..].starts_with(b"\r\n") {
+            pos += 2;
+        } else if body[pos..].starts_with(b"\n") {
+            pos += 1;
+        } else {
+            return Err("malformed multipart boundary line".into());
+        }
+        let head_end = find(body, b"\r\n\r\n", pos).ok_or("multipart part without headers end")?;
+        let head = String::from_utf8_lossy(&body[pos..head_end]).into_owned();
+        let data_start = head_end + 4;
+        let mut end_delim = b"\r\n".to_vec();
+        end_delim.extend_from_slice(delim);
+        let data_end = find(body, &end_delim, data_start).ok_or("unterminated multipart part")?;
+        let mut part = Part {
+            data: body[data_start..data_end].to_vec(),
+            ..Part::default()
+        };
+        for line in head.split("\r\n").filter(|l| !l.is_empty()) {
+            if let Some((k, v)) = line.split_once(':') {
+                let k = k.trim().to_ascii_lowercase();
+                if k == "content-disposition" {
+                    let params = v.split_once(';').map(|(_, p)| p).unwrap_or("");
+                    for (pk, pv) in params_of(params) {
+                        match pk.to_ascii_lowercase().as_str() {
+                            "name" => part.name = pv,
+                            "filename" => part.filename = Some(pv),
+                            _ => {}
+                        }
+                    }
+                }
+                part.headers.push((k, v.trim().to_string()));
+            }
+        }
+        parts.push(part);
+        pos = data_end + end_delim.len();
+        if pos > body.len() {
+            return Err("truncated multipart body".into());
+        }
+    }
+}
+
+/// Quote a Content-Disposition parameter value the way Go's mime/multipart does.
+pub fn quote_param(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Build a `multipart/form-data` body; returns (content type, body).
+pub fn build_multipart(parts: &[Part]) -> (String, Vec<u8>) {
+    let boundary = super::sys::random_hex(60);
+    let mut body = Vec::new();
+    for p in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let mut disp = format!("form-data; name=\"{}\"", quote_param(&p.name));
+        if let Some(f) = &p.filename {
+            disp.push_str(&format!("; filename=\"{}\"", quote_param(f)));
+        }
+        body.extend_from_slice(format!("Content-Disposition: {disp}\r\n").as_bytes());
+        for (k, v) in &p.headers {
+            body.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(&p.data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_lists_accept_repeats_and_commas() {
+        let r = Request {
+            query: parse_query("names=a,b&names=c&path=%2Fetc%2Fx+y"),
+            ..Request::default()
+        };
+        assert_eq!(r.query_list("names"), vec!["a", "b", "c"]);
+        assert_eq!(r.query_first("path"), Some("/etc/x y"));
+    }
+
+    #[test]
+    fn multipart_round_trips_with_quoted_names() {
+        let parts = vec![
+            Part {
+                name: "request".into(),
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                data: b"{}".to_vec(),
+                ..Part::default()
+            },
+            Part {
+                name: "files".into(),
+                filename: Some("/etc/we\"ird".into()),
+                data: b"line\r\n--not-a-boundary\r\n".to_vec(),
+                ..Part::default()
+            },
+        ];
+        let (ct, body) = build_multipart(&parts);
+        let b = multipart_boundary(&ct).expect("boundary");
+        let back = parse_multipart(&body, &b).expect("parse");
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].name, "request");
+        assert_eq!(back[1].filename.as_deref(), Some("/etc/we\"ird"));
+        assert_eq!(back[1].data, parts[1].data);
+    }
+
+    #[test]
+    fn quoted_boundary_is_unquoted() {
+        assert_eq!(
+            multipart_boundary("multipart/form-data; boundary=\"abc\"").as_deref(),
+            Some("abc")
+        );
+    }
+}
