@@ -123,10 +123,11 @@ enum Access {
     Admin,
 }
 
-fn is_admin(shared: &Shared, req: &Request) -> bool {
+fn is_admin(req: &Request) -> bool {
     match req.peer_uid {
         None => true,
-        Some(uid) => uid == 0 || uid == sys::euid() || !shared.is_root && uid == sys::euid(),
+        // Root and the daemon's own user are admins, as in Pebble.
+        Some(uid) => uid == 0 || uid == sys::euid(),
     }
 }
 
@@ -175,7 +176,7 @@ async fn handle(shared: &Arc<Shared>, req: &Request) -> Response {
     if !allowed.contains(&m) {
         return error(405, &format!("method {m:?} not allowed"), "");
     }
-    if access == Access::Admin && !is_admin(shared, req) {
+    if access == Access::Admin && !is_admin(req) {
         return error(401, "access denied", "login-required");
     }
     match (m, segs.as_slice()) {
@@ -783,7 +784,7 @@ fn requester_uid(req: &Request) -> u32 {
 }
 
 async fn get_notices(shared: &Shared, req: &Request) -> Response {
-    let admin = is_admin(shared, req);
+    let admin = is_admin(req);
     let all_users = req.query_first("users") == Some("all");
     if all_users && !admin {
         return error(403, "only admins may use users=all", "");
@@ -905,7 +906,7 @@ fn get_notice(shared: &Shared, id: &str, req: &Request) -> Response {
         return nf();
     };
     let uid = requester_uid(req);
-    if !is_admin(shared, req) && rec.user_id.is_some_and(|u| u != uid) {
+    if !is_admin(req) && rec.user_id.is_some_and(|u| u != uid) {
         return error(403, "access denied", "");
     }
     sync(to_value(&rec.to_wire()))
