@@ -373,7 +373,8 @@ fn actions_and_bad_input() {
         "application \"nosuch\" not found",
     );
     let logs = m.ok(&["logs", "tiny/0", "-n", "500"]);
-    assert!(logs.contains("unit.tiny/0.install"), "{logs}");
+    assert!(logs.contains("ran \"install\" hook"), "{logs}");
+    assert!(logs.contains("unit.tiny/0.echo said hello"), "{logs}");
 }
 
 #[test]

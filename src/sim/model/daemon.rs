@@ -209,6 +209,26 @@ pub fn parse_config(charm: &CharmInfo, words: &[String]) -> OpResult<BTreeMap<St
     Ok(out)
 }
 
+/// Empty a directory tree except the given paths (and the directories leading to them): a
+/// new pod's container filesystem, with its storage mounts kept.
+fn wipe_except(dir: &Path, keep: &[PathBuf]) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if keep.iter().any(|k| *k == path) {
+            continue;
+        }
+        let is_dir = path.symlink_metadata()?.is_dir();
+        if is_dir && keep.iter().any(|k| k.starts_with(&path)) {
+            wipe_except(&path, keep)?;
+        } else if is_dir {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Remove a unix socket left by a dead process (so `bind` succeeds).
 fn clear_socket(path: &Path) {
     if path.exists() && UnixStream::connect(path).is_err() {
@@ -289,6 +309,7 @@ impl Daemon {
     }
 
     fn log(&self, msg: &str) {
+        // daemon.log is this process's stderr.
         eprintln!("{} {msg}", hook::clock());
     }
 
@@ -509,9 +530,6 @@ impl Daemon {
             for c in &charm.containers {
                 std::fs::create_dir_all(dir.container_root(&c.name))?;
             }
-            for s in charm.storage.keys() {
-                std::fs::create_dir_all(dir.storage(s))?;
-            }
             hook::open_log(&dir.log())
         };
         let log = match setup() {
@@ -553,23 +571,15 @@ impl Daemon {
             std::fs::create_dir_all(&root)?;
             let socket = rt.dir.pebble_socket(&c.name);
             let _ = std::fs::remove_file(&socket);
-            // Storage: the container path is a symlink to the unit's storage dir, so the files
-            // API and the services' bind mount both land on storage that outlives the pod.
+            // Storage is a real directory at its mount point in the container root (Pebble's
+            // files API and the services' bind mounts both need a directory, not a link);
+            // a pod kill wipes the root around it, so it outlives the pod.
             let mut bind_dirs: Vec<String> = crate::sim::pebble_server::DEFAULT_BIND_DIRS
                 .iter()
                 .map(|d| d.to_string())
                 .collect();
             for m in &c.mounts {
-                let inside = root.join(m.location.trim_start_matches('/'));
-                if let Some(parent) = inside.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                if inside.is_dir() && !inside.is_symlink() {
-                    std::fs::remove_dir_all(&inside)?;
-                }
-                if !inside.is_symlink() {
-                    std::os::unix::fs::symlink(rt.dir.storage(&m.storage), &inside)?;
-                }
+                std::fs::create_dir_all(root.join(m.location.trim_start_matches('/')))?;
                 if !bind_dirs.contains(&m.location) {
                     bind_dirs.push(m.location.clone());
                 }
@@ -1033,8 +1043,19 @@ impl Daemon {
         if let Some(charm) = &charm {
             for c in &charm.containers {
                 let root = rt.dir.container_root(&c.name);
-                let _ = std::fs::remove_dir_all(&root);
-                let _ = std::fs::create_dir_all(&root);
+                let keep: Vec<PathBuf> = c
+                    .mounts
+                    .iter()
+                    .map(|m| root.join(m.location.trim_start_matches('/')))
+                    .collect();
+                if let Err(e) = wipe_except(&root, &keep) {
+                    log_line(
+                        &rt.log,
+                        "ERROR",
+                        "juju.worker.uniter",
+                        &format!("cannot wipe {}: {e}", root.display()),
+                    );
+                }
             }
         }
         // The charm dir lives on the pod's emptyDir: a new pod gets a fresh one.
@@ -1322,6 +1343,15 @@ impl Daemon {
             };
             match failure {
                 None => {
+                    log_line(
+                        &rt.log,
+                        "INFO",
+                        "juju.worker.uniter.operation",
+                        &format!(
+                            "ran \"{}\" hook (via hook dispatching script: dispatch)",
+                            h.name
+                        ),
+                    );
                     {
                         let mut q = rt.q();
                         q.items.pop_front();
@@ -1731,5 +1761,46 @@ impl Daemon {
         let _ = std::fs::remove_file(self.layout.control_socket());
         let _ = std::fs::remove_file(self.layout.agent_socket());
         self.log("model down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wipe_keeps_storage_and_removes_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("var/lib/redis")).unwrap();
+        std::fs::write(root.join("var/lib/redis/dump.rdb"), "data").unwrap();
+        std::fs::create_dir_all(root.join("var/log")).unwrap();
+        std::fs::write(root.join("var/log/x"), "").unwrap();
+        std::fs::create_dir_all(root.join("etc/redis")).unwrap();
+        std::fs::write(root.join("top"), "").unwrap();
+        wipe_except(root, &[root.join("var/lib/redis")]).unwrap();
+        assert!(root.join("var/lib/redis/dump.rdb").exists());
+        assert!(!root.join("var/log").exists());
+        assert!(!root.join("etc").exists());
+        assert!(!root.join("top").exists());
+    }
+
+    #[test]
+    fn config_words_are_typed_by_the_charm() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("metadata.yaml"), "name: c\n").unwrap();
+        std::fs::write(
+            tmp.path().join("config.yaml"),
+            "options:\n  n:\n    type: int\n  s:\n    type: string\n  b:\n    type: boolean\n",
+        )
+        .unwrap();
+        let charm = CharmInfo::load(tmp.path()).unwrap();
+        let v = parse_config(&charm, &["n=3".into(), "s=007".into(), "b=true".into()]).unwrap();
+        assert_eq!(v["n"], json!(3));
+        assert_eq!(v["s"], json!("007"));
+        assert_eq!(v["b"], json!(true));
+        assert!(parse_config(&charm, &["n=x".into()]).is_err());
+        assert!(parse_config(&charm, &["zz=1".into()]).is_err());
+        assert!(parse_config(&charm, &["n".into()]).is_err());
     }
 }

@@ -11,7 +11,8 @@
 //! D/units/<app>-<n>/charm/  the unit's charm dir (JUJU_CHARM_DIR)
 //!                  tools/   hook-tool symlinks (first on PATH)
 //!                  containers/<c>/pebble.socket, containers/<c>/root/, containers/<c>/pebble.log
-//!                  storage/<name>/   storage; survives a pod kill
+//!                  (storage is a directory at its mount point under root/, e.g.
+//!                  containers/redis/root/var/lib/redis: kept when a pod kill wipes root/)
 //!                  unit.log
 //! ```
 
@@ -83,9 +84,6 @@ impl UnitDir {
     }
     pub fn pebble_log(&self, c: &str) -> PathBuf {
         self.container(c).join("pebble.log")
-    }
-    pub fn storage(&self, name: &str) -> PathBuf {
-        self.root.join("storage").join(name)
     }
     pub fn log(&self) -> PathBuf {
         self.root.join("unit.log")
