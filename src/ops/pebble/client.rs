@@ -1286,6 +1286,264 @@ mod tests {
         assert_eq!(client.requests(), 2);
     }
 
+    /// A scripted server on a unix socket: answers each request with `respond(request line)`
+    /// and records the request lines. Stops when dropped.
+    struct FakeServer {
+        dir: tempfile::TempDir,
+        seen: Arc<std::sync::Mutex<Vec<String>>>,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl FakeServer {
+        fn start(respond: impl Fn(&str, &[u8]) -> Vec<u8> + Send + 'static) -> FakeServer {
+            let dir = tempfile::tempdir().unwrap();
+            let listener = std::os::unix::net::UnixListener::bind(dir.path().join("s")).unwrap();
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (seen2, stop2) = (seen.clone(), stop.clone());
+            let thread = std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop2.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(conn) = conn else { return };
+                    let mut r = BufReader::new(conn);
+                    let mut line = String::new();
+                    if r.read_line(&mut line).is_err() {
+                        continue;
+                    }
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    let _ = r.read_exact(&mut body);
+                    let line = line.trim().to_string();
+                    seen2.lock().unwrap().push(line.clone());
+                    let _ = r.get_mut().write_all(&respond(&line, &body));
+                }
+            });
+            FakeServer {
+                dir,
+                seen,
+                stop,
+                thread: Some(thread),
+            }
+        }
+        fn client(&self) -> PebbleClient {
+            PebbleClient::new(self.dir.path().join("s"))
+        }
+        fn seen(&self) -> Vec<String> {
+            self.seen.lock().unwrap().clone()
+        }
+    }
+
+    impl Drop for FakeServer {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = UnixStream::connect(self.dir.path().join("s"));
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn json_response(status: u16, body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    fn chunked_json_response(status: u16, body: &str) -> Vec<u8> {
+        let (a, b) = body.split_at(body.len() / 2);
+        format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+            a.len(),
+            b.len()
+        )
+        .into_bytes()
+    }
+
+    const CHANGE_DONE: &str = r#"{"type":"sync","status-code":200,"status":"OK","result":{"id":"7","kind":"replan","summary":"Replan - no services","status":"Done","ready":true,"spawn-time":"2024-01-01T00:00:00Z","tasks":[]}}"#;
+    const WAIT_504: &str = r#"{"type":"error","status-code":504,"status":"Gateway Timeout","result":{"message":"timed out waiting for change after 4s"}}"#;
+    const NOT_FOUND: &str = r#"{"type":"error","status-code":404,"status":"Not Found","result":{"message":"not found"}}"#;
+
+    #[test]
+    fn wait_change_slices_through_504s_until_ready() {
+        let n = Arc::new(AtomicU64::new(0));
+        let n2 = n.clone();
+        let server = FakeServer::start(move |_, _| {
+            if n2.fetch_add(1, Ordering::SeqCst) < 2 {
+                json_response(504, WAIT_504)
+            } else {
+                chunked_json_response(200, CHANGE_DONE)
+            }
+        });
+        let change = server
+            .client()
+            .wait_change("7", Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(change.id, "7");
+        assert!(change.ready);
+        let seen = server.seen();
+        assert_eq!(seen.len(), 3);
+        // Each slice asks the server for at most 4 s.
+        assert!(seen
+            .iter()
+            .all(|l| l.starts_with("GET /v1/changes/7/wait?timeout=4.000s ")));
+    }
+
+    #[test]
+    fn wait_change_times_out_at_the_overall_deadline() {
+        let server = FakeServer::start(|line, _| {
+            if line.contains("/wait") {
+                std::thread::sleep(Duration::from_millis(100));
+                json_response(504, WAIT_504)
+            } else {
+                json_response(
+                    200,
+                    &CHANGE_DONE.replace(r#""ready":true"#, r#""ready":false"#),
+                )
+            }
+        });
+        let started = Instant::now();
+        let err = server
+            .client()
+            .wait_change("7", Duration::from_millis(300))
+            .unwrap_err();
+        assert!(matches!(err, PebbleError::Timeout(_)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        let seen = server.seen();
+        // Sliced waits, then one final look at the change.
+        assert!(seen[0].contains("/wait?timeout=0.3"), "{seen:?}");
+        assert!(seen.last().unwrap().starts_with("GET /v1/changes/7 "));
+    }
+
+    #[test]
+    fn wait_change_falls_back_to_polling_without_a_wait_endpoint() {
+        let polls = Arc::new(AtomicU64::new(0));
+        let polls2 = polls.clone();
+        let server = FakeServer::start(move |line, _| {
+            if line.contains("/wait") {
+                json_response(404, NOT_FOUND)
+            } else if polls2.fetch_add(1, Ordering::SeqCst) < 2 {
+                json_response(
+                    200,
+                    &CHANGE_DONE.replace(r#""ready":true"#, r#""ready":false"#),
+                )
+            } else {
+                json_response(200, CHANGE_DONE)
+            }
+        });
+        let started = Instant::now();
+        let change = server
+            .client()
+            .wait_change("7", Duration::from_secs(10))
+            .unwrap();
+        assert!(change.ready);
+        assert_eq!(polls.load(Ordering::SeqCst), 3);
+        // Two 100 ms pauses between the three polls.
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(server.client().requests(), 0, "fresh client, fresh counter");
+    }
+
+    #[test]
+    fn push_sends_multipart_that_parses_back_to_metadata_and_content() {
+        let captured = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let cap2 = captured.clone();
+        let server = FakeServer::start(move |_, body| {
+            cap2.lock().unwrap().extend_from_slice(body);
+            json_response(
+                200,
+                r#"{"type":"sync","status-code":200,"status":"OK","result":[{"path":"/etc/a b.conf"}]}"#,
+            )
+        });
+        let opts = PushOptions {
+            make_dirs: true,
+            permissions: Some(0o600),
+            user: Some("redis".into()),
+            group_id: Some(105),
+            ..PushOptions::default()
+        };
+        server
+            .client()
+            .push("/etc/a b.conf", b"secret\r\n", &opts)
+            .unwrap();
+        let body = captured.lock().unwrap().clone();
+        // The boundary is the first line.
+        let first = body.split(|b| *b == b'\r').next().unwrap();
+        let boundary = std::str::from_utf8(&first[2..]).unwrap().to_string();
+        assert!(boundary.len() >= 32);
+        let parts = parse_multipart(&body, &boundary).unwrap();
+        assert_eq!(parts.len(), 2);
+        let meta: Value = serde_json::from_slice(&parts[0].body).unwrap();
+        assert_eq!(
+            meta,
+            json!({"action": "write", "files": [{"path": "/etc/a b.conf", "make-dirs": true,
+                   "permissions": "600", "user": "redis", "group-id": 105}]})
+        );
+        assert_eq!(parts[1].filename.as_deref(), Some("/etc/a b.conf"));
+        assert_eq!(parts[1].body, b"secret\r\n");
+        assert!(server.seen()[0].starts_with("POST /v1/files "));
+    }
+
+    #[test]
+    fn pull_reads_the_files_part_and_reports_per_path_errors() {
+        let server = FakeServer::start(|line, _| {
+            let (files, result) = if line.contains("missing") {
+                (
+                    String::new(),
+                    r#"[{"path":"/missing","error":{"kind":"not-found","message":"stat /missing: no such file or directory"}}]"#,
+                )
+            } else {
+                (
+                    "--XYZ\r\nContent-Disposition: form-data; name=\"files\"; filename=\"/etc/x\"\r\n\r\nhello\r\n".to_string(),
+                    r#"[{"path":"/etc/x"}]"#,
+                )
+            };
+            let body = format!(
+                "{files}--XYZ\r\nContent-Disposition: form-data; name=\"response\"\r\n\r\n{{\"type\":\"sync\",\"status-code\":200,\"status\":\"OK\",\"result\":{result}}}\r\n--XYZ--\r\n"
+            );
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: multipart/form-data; boundary=XYZ\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        });
+        let client = server.client();
+        assert_eq!(client.pull("/etc/x").unwrap(), b"hello");
+        let err = client.pull("/missing").unwrap_err();
+        assert!(
+            matches!(&err, PebbleError::Path { path, kind, .. } if path == "/missing" && kind == "not-found"),
+            "{err:?}"
+        );
+        assert!(server.seen()[0].starts_with("GET /v1/files?action=read&path=%2Fetc%2Fx "));
+    }
+
+    #[test]
+    fn health_502_sync_is_unhealthy_not_an_error() {
+        let server = FakeServer::start(|_, _| {
+            json_response(
+                502,
+                r#"{"type":"sync","status-code":502,"status":"Bad Gateway","result":{"healthy":false}}"#,
+            )
+        });
+        assert!(!server
+            .client()
+            .health(Some(CheckLevel::Ready), &["a", "b"])
+            .unwrap());
+        assert!(server.seen()[0].starts_with("GET /v1/health?level=ready&names=a%2Cb "));
+    }
+
     #[test]
     fn permissions_are_three_octal_digits() {
         assert_eq!(permissions_str("/x", 0o640).unwrap(), "640");
