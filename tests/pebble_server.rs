@@ -847,3 +847,61 @@ fn a_real_redis_server_runs_with_a_pushed_config_and_nothing_survives_shutdown()
     assert!(!f.sock.exists(), "socket removed");
     assert!(std::net::TcpStream::connect("127.0.0.77:6399").is_err());
 }
+
+#[test]
+fn a_failing_check_goes_down_makes_health_502_and_recovers() {
+    let f = Fixture::new();
+    // A port with nothing listening (grab a free one, then close it).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let layer = format!(
+        "checks:\n  db:\n    override: replace\n    level: ready\n    period: 100ms\n    timeout: 50ms\n    threshold: 2\n    tcp: {{port: {port}, host: 127.0.0.1}}\n"
+    );
+    assert_eq!(add_layer(&f.sock, "c", &layer, false).status, 200);
+    eventually("check down", Duration::from_secs(5), || {
+        get(&f.sock, "/v1/checks").json()["result"][0]["status"] == "down"
+    });
+    let r = get(&f.sock, "/v1/health?level=ready");
+    assert_eq!(r.status, 502);
+    let v = r.json();
+    assert_eq!(v["type"], "sync");
+    assert_eq!(v["result"]["healthy"], false);
+    assert_eq!(get(&f.sock, "/v1/health?level=alive").status, 200);
+    let events = f.server().check_events();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].failed);
+    assert_eq!(events[0].check, "db");
+
+    let _listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    eventually("check up", Duration::from_secs(5), || {
+        get(&f.sock, "/v1/checks").json()["result"][0]["status"] == "up"
+    });
+    assert_eq!(get(&f.sock, "/v1/health").status, 200);
+    let events = f.server().check_events();
+    assert!(!events.last().unwrap().failed);
+
+    let r = post(
+        &f.sock,
+        "/v1/checks",
+        json!({"action": "stop", "checks": ["db"]}),
+    );
+    assert_eq!(r.json()["result"]["changed"], json!(["db"]));
+    assert_eq!(
+        get(&f.sock, "/v1/checks").json()["result"][0]["status"],
+        "inactive"
+    );
+}
+
+#[test]
+fn the_socket_is_open_to_other_users_and_several_servers_share_a_process() {
+    let a = Fixture::new();
+    let b = Fixture::new();
+    let mode = std::fs::metadata(&a.sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666);
+    assert_eq!(get(&a.sock, "/v1/system-info").status, 200);
+    assert_eq!(get(&b.sock, "/v1/system-info").status, 200);
+    assert_eq!(a.server().request_count(), 1);
+}

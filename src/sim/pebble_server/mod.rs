@@ -164,7 +164,9 @@ impl PebbleServer {
     /// Start serving; returns once the socket accepts connections. The server runs on its
     /// own thread with its own single-threaded tokio runtime, so several servers can live in
     /// one process.
-    pub fn start(cfg: PebbleServerConfig) -> std::io::Result<PebbleServer> {
+    pub fn start(mut cfg: PebbleServerConfig) -> std::io::Result<PebbleServer> {
+        // Services and mount commands run elsewhere: make the paths absolute.
+        cfg.root = std::path::absolute(&cfg.root)?;
         if let Some(parent) = cfg.socket.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -179,6 +181,12 @@ impl PebbleServer {
         }
         let listener = std::os::unix::net::UnixListener::bind(&cfg.socket)?;
         listener.set_nonblocking(true)?;
+        // Like Pebble: anyone may connect (non-root callers get "user" access), so a service
+        // running as `redis` can record notices.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o666))?;
+        }
         let is_root = sys::euid() == 0;
         let use_namespaces = is_root && namespaces_work();
         if is_root && !use_namespaces {
