@@ -225,6 +225,16 @@ fn deploy_runs_juju_lifecycle_and_relations() {
         ec.contains(&"client-data host=tiny/1".to_string()),
         "{ec:#?}"
     );
+    let shown: serde_yaml::Value =
+        serde_yaml::from_str(&m.ok(&["show-unit", "cli/0"])).expect("show-unit yaml");
+    let rel = shown["cli/0"]["relation-info"]
+        .as_sequence()
+        .and_then(|r| r.iter().find(|r| r["endpoint"] == "client"))
+        .expect("client relation")
+        .clone();
+    assert_eq!(rel["remote-application"], "tiny");
+    assert_eq!(rel["units"]["tiny/1"]["host"], "tiny/1");
+    assert_eq!(rel["units"]["tiny/1"]["private-address"], "127.0.41.2");
     let hc = hooks(&ec);
     assert!(
         position(&hc, "hooks/client-relation-created remote= departing=")

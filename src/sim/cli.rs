@@ -128,6 +128,8 @@ pub enum Cmd {
         #[arg(long, default_value = "tabular")]
         format: String,
     },
+    /// Show a unit's relations and their data (like `juju show-unit`).
+    ShowUnit { unit: String },
     /// Show a unit's log (hooks' output, juju-log) or a container's service log.
     Logs {
         unit: String,
@@ -522,6 +524,11 @@ fn run(cli: Cli) -> CliResult<i32> {
             if !live {
                 eprintln!("(the model daemon is not running: last known status)");
             }
+            Ok(0)
+        }
+        Cmd::ShowUnit { unit } => {
+            let v = request(&t.dir, &Request::ShowUnit { unit })?;
+            print!("{}", serde_yaml::to_string(&v).unwrap_or_default());
             Ok(0)
         }
         Cmd::Logs {

@@ -397,6 +397,7 @@ impl Daemon {
                 action,
                 params,
             } => self.run_action(&unit, &action, &params, progress),
+            Request::ShowUnit { unit } => self.show_unit(&unit),
             Request::Status => serde_json::to_value(self.snapshot(true)).map_err(|e| e.to_string()),
             Request::Wait { timeout_secs } => {
                 self.wait_settled(Duration::from_secs(timeout_secs), progress)
@@ -1181,6 +1182,42 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// What `juju show-unit` shows: leadership, address, status and, per relation, the
+    /// committed data of both applications and of every unit in it.
+    fn show_unit(&self, unit: &str) -> OpResult<Value> {
+        let rt = self.unit_rt(unit)?;
+        let w = self.world();
+        let mut relations = Vec::new();
+        for r in w.relations_of(&rt.app) {
+            let mut units = serde_json::Map::new();
+            let mut members: Vec<String> = w.units(&rt.app);
+            if !r.peer {
+                members.extend(r.remote_units.iter().cloned());
+            }
+            for u in members {
+                units.insert(u.clone(), json!(w.relation_data(r.id, &u)));
+            }
+            relations.push(json!({
+                "relation-id": r.id,
+                "endpoint": r.endpoint,
+                "interface": r.interface,
+                "remote-application": r.remote_app,
+                "application-data": w.relation_data(r.id, &rt.app),
+                "remote-application-data": if r.peer { json!({}) } else { json!(w.relation_data(r.id, &r.remote_app)) },
+                "units": units,
+            }));
+        }
+        let st = w.unit_status(unit);
+        Ok(json!({
+            unit: {
+                "leader": w.is_leader(unit),
+                "address": rt.address,
+                "workload-status": {"current": st.status.as_str(), "message": st.message},
+                "relation-info": relations,
+            }
+        }))
     }
 
     // ----- the unit agent -------------------------------------------------------------

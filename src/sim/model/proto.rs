@@ -39,6 +39,10 @@ pub enum Request {
         params: Vec<String>,
     },
     Status,
+    /// Like `juju show-unit`: the unit's relations and their data.
+    ShowUnit {
+        unit: String,
+    },
     Wait {
         timeout_secs: u64,
     },
