@@ -905,3 +905,55 @@ fn the_socket_is_open_to_other_users_and_several_servers_share_a_process() {
     assert_eq!(get(&b.sock, "/v1/system-info").status, 200);
     assert_eq!(a.server().request_count(), 1);
 }
+
+#[test]
+fn a_non_root_caller_may_record_notices_but_not_use_admin_endpoints() {
+    if !is_root() || !Path::new("/usr/bin/curl").exists() {
+        eprintln!("skipped: needs root and curl");
+        return;
+    }
+    let f = Fixture::new();
+    // Let the redis user reach the socket.
+    let mut p = f.sock.parent().unwrap().to_path_buf();
+    while p.starts_with(std::env::temp_dir()) && p != std::env::temp_dir() {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p = p.parent().unwrap().to_path_buf();
+    }
+    let curl_as_redis = |args: &[&str]| -> Value {
+        let out = std::process::Command::new("setpriv")
+            .args([
+                "--reuid=redis",
+                "--regid=redis",
+                "--clear-groups",
+                "--",
+                "curl",
+                "-s",
+            ])
+            .arg("--unix-socket")
+            .arg(&f.sock)
+            .args(args)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let v = curl_as_redis(&[
+        "-X",
+        "POST",
+        "-d",
+        r#"{"action":"add","type":"custom","key":"canonical.com/redis/from-redis"}"#,
+        "http://localhost/v1/notices",
+    ]);
+    assert_eq!(v["status-code"], 200, "{v}");
+    let v = curl_as_redis(&["http://localhost/v1/plan?format=yaml"]);
+    assert_eq!(v["status-code"], 401);
+    assert_eq!(v["result"]["message"], "access denied");
+
+    // Root sees another user's notice only with users=all.
+    let own = get(&f.sock, "/v1/notices").json()["result"].clone();
+    assert_eq!(own, json!([]));
+    let all = get(&f.sock, "/v1/notices?users=all").json()["result"].clone();
+    assert_eq!(all[0]["key"], "canonical.com/redis/from-redis");
+    assert!(all[0]["user-id"].as_u64().is_some_and(|u| u != 0));
+    assert_eq!(f.server().notices_after(0).len(), 1);
+}
