@@ -34,6 +34,9 @@ const POLL_PERIOD: Duration = Duration::from_millis(100);
 /// Refuse absurd header blocks instead of growing without bound on bad input.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// Requests made by all clients of this process (see [`PebbleClient::total_requests`]).
+static TOTAL_REQUESTS: AtomicU64 = AtomicU64::new(0);
+
 /// A Pebble client on one unix socket. Cheap to clone; clones share the request counter.
 #[derive(Debug, Clone)]
 pub struct PebbleClient {
@@ -55,11 +58,18 @@ impl PebbleClient {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// How many HTTP requests every client in this process has made: a hook's total, even
+    /// when a provider hands out a fresh client per call.
+    pub fn total_requests() -> u64 {
+        TOTAL_REQUESTS.load(Ordering::Relaxed)
+    }
+
     // ---- transport --------------------------------------------------------------------------
 
     /// Send one request on a fresh connection and read the whole response.
     fn send(&self, req: &HttpRequest<'_>) -> PebbleResult<HttpResponse> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        TOTAL_REQUESTS.fetch_add(1, Ordering::Relaxed);
         let socket = self.socket.display().to_string();
         let mut stream = UnixStream::connect(&self.socket).map_err(|e| {
             let message = match e.kind() {
@@ -1282,8 +1292,10 @@ mod tests {
         let client = PebbleClient::new(dir.path().join("nope.socket"));
         let err = client.system_info().unwrap_err();
         assert!(err.is_connection(), "{err:?}");
+        let total = PebbleClient::total_requests();
         assert!(!client.can_connect());
         assert_eq!(client.requests(), 2);
+        assert!(PebbleClient::total_requests() > total);
     }
 
     /// A scripted server on a unix socket: answers each request with `respond(request line)`
@@ -1445,15 +1457,13 @@ mod tests {
             }
         });
         let started = Instant::now();
-        let change = server
-            .client()
-            .wait_change("7", Duration::from_secs(10))
-            .unwrap();
+        let client = server.client();
+        let change = client.wait_change("7", Duration::from_secs(10)).unwrap();
         assert!(change.ready);
         assert_eq!(polls.load(Ordering::SeqCst), 3);
-        // Two 100 ms pauses between the three polls.
+        // One wait attempt, then three polls with two 100 ms pauses between them.
+        assert_eq!(client.requests(), 4);
         assert!(started.elapsed() >= Duration::from_millis(200));
-        assert_eq!(server.client().requests(), 0, "fresh client, fresh counter");
     }
 
     #[test]
