@@ -957,3 +957,79 @@ fn a_non_root_caller_may_record_notices_but_not_use_admin_endpoints() {
     assert!(all[0]["user-id"].as_u64().is_some_and(|u| u != 0));
     assert_eq!(f.server().notices_after(0).len(), 1);
 }
+
+#[test]
+fn signals_reach_the_service_and_a_stubborn_one_is_killed_after_kill_delay() {
+    let f = Fixture::new();
+    let layer = "services:\n  stubborn:\n    override: replace\n    command: sh -c 'trap \"echo got-hup\" HUP; trap \"\" TERM; while true; do sleep 0.1; done'\n    kill-delay: 500ms\n";
+    assert_eq!(add_layer(&f.sock, "l", layer, false).status, 200);
+    assert_eq!(
+        service_action(&f.sock, "start", &["stubborn"])["status"],
+        "Done"
+    );
+    let r = post(
+        &f.sock,
+        "/v1/signals",
+        json!({"signal": "SIGHUP", "services": ["stubborn"]}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["result"], true);
+    eventually("trap output", Duration::from_secs(5), || {
+        f.log_text().contains("[stubborn] got-hup")
+    });
+    let r = post(
+        &f.sock,
+        "/v1/signals",
+        json!({"signal": "SIGNOPE", "services": ["stubborn"]}),
+    );
+    assert_eq!(r.status, 400);
+
+    let pid = f.pid("stubborn").unwrap();
+    let t0 = Instant::now();
+    let ch = service_action(&f.sock, "stop", &["stubborn"]);
+    assert_eq!(ch["status"], "Done", "{ch}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(450),
+        "waited for kill-delay"
+    );
+    assert!(
+        ch["tasks"][0]["log"].to_string().contains("SIGKILL"),
+        "{ch}"
+    );
+    eventually("killed", Duration::from_secs(3), || !alive(pid));
+    let r = post(
+        &f.sock,
+        "/v1/signals",
+        json!({"signal": "SIGHUP", "services": ["stubborn"]}),
+    );
+    assert_eq!(r.status, 400, "not running");
+}
+
+#[test]
+fn aborting_a_change_holds_the_tasks_not_yet_started() {
+    let f = Fixture::new();
+    let layer = "services:\n  first:\n    override: replace\n    command: sleep 60\n  second:\n    override: replace\n    command: sleep 60\n    after: [first]\n";
+    assert_eq!(add_layer(&f.sock, "l", layer, false).status, 200);
+    let r = post(
+        &f.sock,
+        "/v1/services",
+        json!({"action": "start", "services": ["first", "second"]}),
+    );
+    let id = r.json()["change"].as_str().unwrap().to_string();
+    let r = post(
+        &f.sock,
+        &format!("/v1/changes/{id}"),
+        json!({"action": "abort"}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let ch = wait_change(&f.sock, &id);
+    assert_eq!(ch["tasks"][1]["summary"], "Start service \"second\"");
+    assert_eq!(ch["tasks"][1]["status"], "Hold");
+    assert!(f.pid("second").is_none());
+    let r = post(
+        &f.sock,
+        &format!("/v1/changes/{id}"),
+        json!({"action": "abort"}),
+    );
+    assert_eq!(r.status, 400, "nothing pending");
+}
