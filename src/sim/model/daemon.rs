@@ -214,7 +214,7 @@ pub fn parse_config(charm: &CharmInfo, words: &[String]) -> OpResult<BTreeMap<St
 fn wipe_except(dir: &Path, keep: &[PathBuf]) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if keep.iter().any(|k| *k == path) {
+        if keep.contains(&path) {
             continue;
         }
         let is_dir = path.symlink_metadata()?.is_dir();

@@ -11,7 +11,9 @@ use super::hook::{ActionSpec, HookSpec, UnitLog};
 use super::layout::UnitDir;
 use super::proto::ActionOutcome;
 
-/// One item of a unit's queue.
+/// One item of a unit's queue. (Hooks dominate the queue; boxing them would only add an
+/// allocation per hook.)
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     Hook(HookSpec),
     /// An action; the outcome goes back to the waiting `run` request.
