@@ -329,7 +329,24 @@ fn failing_hook_blocks_the_queue_and_is_retried() {
 #[test]
 fn actions_and_bad_input() {
     let m = Model::new("actions", "127.0.43");
-    m.deploy(&["--wait", "--timeout", "30"]);
+    std::fs::write(m.charm.join("notify"), "").unwrap();
+    m.deploy(&["--update-status-interval", "1", "--wait", "--timeout", "30"]);
+
+    // A custom notice recorded through Pebble becomes <container>-pebble-custom-notice, and
+    // update-status runs on the interval.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let e = m.events("tiny/0");
+        let notice = e
+            .iter()
+            .any(|l| l.starts_with("notice workload custom example.com/ping id="));
+        let update = e.iter().any(|l| l.starts_with("hooks/update-status"));
+        if notice && update {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{e:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let out = m.cmd(&["run", "tiny/0", "echo", "msg=hello", "n=3"]);
     assert!(out.status.success(), "{out:?}");
