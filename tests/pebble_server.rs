@@ -1033,3 +1033,26 @@ fn aborting_a_change_holds_the_tasks_not_yet_started() {
     );
     assert_eq!(r.status, 400, "nothing pending");
 }
+
+#[test]
+fn a_client_expecting_100_continue_is_told_to_go_on() {
+    let f = Fixture::new();
+    let body = json!({"action": "add", "type": "custom", "key": "example.com/big", "data": {"k": "v".repeat(2000)}}).to_string();
+    let mut s = UnixStream::connect(&f.sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /v1/notices HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut rd = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    rd.read_line(&mut line).unwrap();
+    assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+    rd.read_line(&mut line).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let r = read_response(&mut rd);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["result"]["id"], "1");
+}

@@ -51,7 +51,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     loop {
-        let mut req = match http::read_request(&mut rd).await {
+        let mut req = match http::read_request(&mut rd, &mut wr).await {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(http::HttpError::Io(_)) => return,

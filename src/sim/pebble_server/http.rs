@@ -125,8 +125,11 @@ async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<String>,
 }
 
 /// Read one request; `Ok(None)` when the client closed the connection between requests.
-pub async fn read_request<R: AsyncBufRead + Unpin>(
+/// A client that sent `Expect: 100-continue` (curl does, for larger bodies) is told to go on
+/// through `w` before the body is read.
+pub async fn read_request<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
     r: &mut R,
+    w: &mut W,
 ) -> Result<Option<Request>, HttpError> {
     // Tolerate stray blank lines between keep-alive requests.
     let line = loop {
@@ -167,6 +170,13 @@ pub async fn read_request<R: AsyncBufRead + Unpin>(
         };
         req.headers
             .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    if req
+        .header("expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+    {
+        w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        w.flush().await?;
     }
     let chunked = req
         .header("transfer-encoding")

@@ -6,12 +6,12 @@
 //! redis-sentinel really run under it.
 //!
 //! # Layout
-//! - [`http`]: just enough HTTP/1.1 (and multipart) for Pebble's API.
-//! - [`api`]: the endpoints, with Pebble's envelopes, error texts and kinds.
-//! - [`services`]: starting, supervising (restart with backoff) and stopping processes.
-//! - [`checks`]: tcp/http/exec health checks, started when a layer adds them.
-//! - [`files`]: the files API on the container root (`/x` in the container is `root/x`).
-//! - [`changes`], [`notices`]: in-memory changes/tasks and notices.
+//! - `http`: just enough HTTP/1.1 (and multipart) for Pebble's API.
+//! - `api`: the endpoints, with Pebble's envelopes, error texts and kinds.
+//! - `services`: starting, supervising (restart with backoff) and stopping processes.
+//! - `checks`: tcp/http/exec health checks, started when a layer adds them.
+//! - `files`: the files API on the container root (`/x` in the container is `root/x`).
+//! - `changes`, `notices`: in-memory changes/tasks and notices.
 //!
 //! # Container paths
 //! When the daemon runs as root, each service starts in a private mount namespace where every
