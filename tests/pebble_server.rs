@@ -750,7 +750,10 @@ fn as_root_a_service_sees_the_containers_directories_and_hosts_file() {
     )
     .unwrap();
     let hosts2 = hosts.clone();
-    let f = Fixture::with(move |c| c.hosts_file = Some(hosts2));
+    let f = Fixture::with(move |c| {
+        c.hosts_file = Some(hosts2);
+        c.env.insert("HOSTNAME".into(), "redis-k8s-0".into());
+    });
     let marker = format!("marker-{}", std::process::id());
     push(
         &f.sock,
@@ -758,7 +761,7 @@ fn as_root_a_service_sees_the_containers_directories_and_hosts_file() {
         marker.as_bytes(),
         json!({}),
     );
-    let layer = "services:\n  look:\n    override: replace\n    command: sh -c 'cat /etc/redis-server/x.conf; echo; echo uid=$(id -u); grep -c redis-k8s-endpoints /etc/hosts; exec sleep 60'\n    user: redis\n";
+    let layer = "services:\n  look:\n    override: replace\n    command: sh -c 'cat /etc/redis-server/x.conf; echo; echo uid=$(id -u); echo host=$(hostname); grep -c redis-k8s-endpoints /etc/hosts; exec sleep 60'\n    user: redis\n";
     assert_eq!(add_layer(&f.sock, "l", layer, false).status, 200);
     let ch = service_action(&f.sock, "start", &["look"]);
     assert_eq!(ch["status"], "Done", "{ch}");
@@ -773,6 +776,7 @@ fn as_root_a_service_sees_the_containers_directories_and_hosts_file() {
         .unwrap();
     let uid = String::from_utf8_lossy(&uid.stdout).trim().to_string();
     assert!(log.contains(&format!("[look] uid={uid}")), "{log}");
+    assert!(log.contains("[look] host=redis-k8s-0"), "{log}");
     // The host's own /etc/redis-server was not touched.
     assert!(!Path::new("/etc/redis-server/x.conf").exists());
     let pid = f.pid("look").unwrap();

@@ -16,9 +16,11 @@
 //! # Container paths
 //! When the daemon runs as root, each service starts in a private mount namespace where every
 //! configured bind directory `root/<d>` is bind-mounted over `/<d>` and `hosts_file` over
-//! `/etc/hosts`, then drops to the service's user with `setpriv`. Not as root, services run
-//! in the host's view of the filesystem, as the daemon's user (the plan's `user` is ignored),
-//! and see host paths: a config pushed to `/etc/x` lives at `root/etc/x`.
+//! `/etc/hosts` (and, when `env` has `HOSTNAME`, in a UTS namespace with that hostname, as
+//! the containers of a pod share its name), then drops to the service's user with `setpriv`.
+//! Not as root, services run in the host's view of the filesystem, as the daemon's user (the
+//! plan's `user` is ignored), and see host paths: a config pushed to `/etc/x` lives at
+//! `root/etc/x`.
 //!
 //! # Lifetimes
 //! Services are process-group leaders, are started with a parent-death signal (`setpriv

@@ -195,6 +195,14 @@ fn find_in_path(exe: &str, path: &str) -> Option<PathBuf> {
     })
 }
 
+/// A name `hostname` accepts: letters, digits, `-` and `.`, at most 64 bytes.
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 64
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
 /// Create `root/<d>` (owned like the host's `/<d>` when that exists, as an image would have
 /// it) and the host mountpoint `/<d>`.
 fn prepare_bind_dir(root: &Path, dir: &str) -> std::io::Result<PathBuf> {
@@ -312,6 +320,16 @@ fn build_command(
                 sh_quote(&h.to_string_lossy())
             ));
         }
+        // A pod's containers share the pod's hostname: give services the one the model set.
+        let hostname = shared
+            .cfg
+            .env
+            .get("HOSTNAME")
+            .filter(|h| valid_hostname(h))
+            .cloned();
+        if let Some(h) = &hostname {
+            script.push_str(&format!("hostname {}\n", sh_quote(h)));
+        }
         if let Some(w) = &wd {
             script.push_str(&format!("cd {}\n", sh_quote(w)));
         }
@@ -323,6 +341,9 @@ fn build_command(
         exec.push_str("\"$@\"\n");
         script.push_str(&exec);
         let mut c = tokio::process::Command::new("unshare");
+        if hostname.is_some() {
+            c.arg("--uts");
+        }
         c.args([
             "--mount",
             "--propagation",
