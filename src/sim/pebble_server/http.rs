@@ -238,7 +238,7 @@ pub async fn write_response<W: AsyncWrite + Unpin>(
         reason(resp.status),
         resp.content_type,
         resp.body.len(),
-        super::time::rfc3339(std::time::SystemTime::now()),
+        super::time::http_date(std::time::SystemTime::now()),
         if close { "Connection: close\r\n" } else { "" },
     );
     let mut out = Vec::with_capacity(head.len() + resp.body.len());

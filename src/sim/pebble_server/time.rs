@@ -46,6 +46,29 @@ pub fn rfc3339(t: SystemTime) -> String {
     out
 }
 
+/// `Mon, 02 Jan 2006 15:04:05 GMT`: the HTTP `Date` header format.
+pub fn http_date(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let (y, mo, d) = civil_from_days(days);
+    let sod = secs.rem_euclid(86_400);
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(mo - 1) as usize],
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
 /// Parse an RFC 3339 timestamp (`Z` or `±HH:MM` offset, optional fraction).
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let s = s.trim();
@@ -106,6 +129,12 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         let t = UNIX_EPOCH + Duration::new(1_714_557_600, 120_000_000);
         assert_eq!(rfc3339(t), "2024-05-01T10:00:00.12Z");
+    }
+
+    #[test]
+    fn http_dates_name_the_weekday() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_714_557_600);
+        assert_eq!(http_date(t), "Wed, 01 May 2024 10:00:00 GMT");
     }
 
     #[test]
