@@ -95,8 +95,9 @@ pub enum Cmd {
     /// Kill a unit's pod (services, Pebble, hook in flight) and bring a new one up.
     KillPod {
         unit: String,
-        /// Seconds the pod stays down before its replacement starts.
-        #[arg(long, default_value_t = 8.0)]
+        /// Seconds the pod stays down before its replacement starts (a Kubernetes pod
+        /// replacement takes a while; Sentinel needs down-after plus an election to fail over).
+        #[arg(long, default_value_t = 15.0)]
         down_for: f64,
         #[command(flatten)]
         wait: WaitArgs,
@@ -297,7 +298,19 @@ fn start_daemon(
         .append(true)
         .open(t.dir.daemon_log())?;
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
+    // Detach: its own session (setsid) when available, else at least its own process group,
+    // so the terminal's signals and hangups of the CLI never reach the model.
+    let setsid = Path::new("/usr/bin/setsid");
+    let mut cmd = if setsid.exists() {
+        let mut c = Command::new(setsid);
+        c.arg(exe);
+        c
+    } else {
+        let mut c = Command::new(exe);
+        c.process_group(0);
+        c
+    };
+    let mut child = cmd
         .arg("--model")
         .arg(&t.name)
         .arg("--model-dir")
@@ -311,7 +324,6 @@ fn start_daemon(
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .process_group(0)
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
