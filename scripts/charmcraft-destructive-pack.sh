@@ -104,6 +104,7 @@ export PATH="$CHARMCRAFT_VENV/bin:$PATH"
 export XDG_RUNTIME_DIR="$work/run"
 export CARGO_TARGET_DIR="$cache_dir/charmcraft-cargo-target"
 export CRAFT_VERBOSITY_LEVEL=${CRAFT_VERBOSITY_LEVEL:-verbose}
+# shellcheck disable=SC2016 # expanded by the inner shell, from its environment
 inner='
 set -e
 if [ "$FAKE_OS" = 1 ]; then

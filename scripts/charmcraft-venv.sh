@@ -68,10 +68,13 @@ ensure_charmcraft_venv() {
     if ! _cc_venv_ok; then
         _cc_log "creating $CHARMCRAFT_VENV with $CHARMCRAFT_SPEC (first run only)"
         rm -rf "$CHARMCRAFT_VENV"
-        /usr/bin/python3 -m venv --system-site-packages "$CHARMCRAFT_VENV" &&
-            "$CHARMCRAFT_VENV/bin/python" -m pip install -q --disable-pip-version-check "$CHARMCRAFT_SPEC" &&
-            "$CHARMCRAFT_VENV/bin/python" -m pip install -q --disable-pip-version-check -U pyOpenSSL ||
-            _cc_log "pip install failed"
+        if ! {
+            /usr/bin/python3 -m venv --system-site-packages "$CHARMCRAFT_VENV" &&
+                "$CHARMCRAFT_VENV/bin/python" -m pip install -q --disable-pip-version-check "$CHARMCRAFT_SPEC" &&
+                "$CHARMCRAFT_VENV/bin/python" -m pip install -q --disable-pip-version-check -U pyOpenSSL
+        }; then
+            _cc_log "creating the venv failed"
+        fi
     fi
     flock -u 9
     exec 9>&-
