@@ -71,7 +71,7 @@ impl Charm for RedisK8sCharm {
         }
         for kind in ["redis_relation_created", "redis_relation_joined", "redis_relation_changed"] {
             o.observe(kind, &root, "_on_redis_relation", |c, fw, _| {
-                client_relation::publish(c, fw).map_err(Into::into)
+                client_relation::publish(c, fw)
             });
         }
         o.observe("check_service_action", &root, "_check_service", actions::check_service);

@@ -404,7 +404,7 @@ impl Pebble for PebbleClient {
         parts
             .into_iter()
             .filter(|p| p.name.as_deref() == Some("files"))
-            .find(|p| p.filename.as_deref().map_or(true, |f| f == path))
+            .find(|p| p.filename.as_deref().is_none_or(|f| f == path))
             .map(|p| p.body)
             .ok_or_else(|| PebbleError::Protocol(format!("no file content for path {path:?}")))
     }

@@ -1333,7 +1333,7 @@ trait OptFilter {
 }
 impl OptFilter for Option<&str> {
     fn is_none_or_contained(&self, list: &[String]) -> bool {
-        self.map_or(true, |s| list.iter().any(|x| x == s))
+        self.is_none_or(|s| list.iter().any(|x| x == s))
     }
 }
 trait OptGlob {
@@ -1341,7 +1341,7 @@ trait OptGlob {
 }
 impl OptGlob for Option<&str> {
     fn is_none_or_glob(&self, name: &str) -> bool {
-        self.map_or(true, |p| glob(p, name))
+        self.is_none_or(|p| glob(p, name))
     }
 }
 trait OptAfter {
@@ -1349,7 +1349,7 @@ trait OptAfter {
 }
 impl OptAfter for Option<&str> {
     fn is_none_or_before(&self, t: &str) -> bool {
-        self.map_or(true, |after| {
+        self.is_none_or(|after| {
             match (parse_rfc3339_nanos(after), parse_rfc3339_nanos(t)) {
                 (Some(a), Some(b)) => b > a,
                 _ => t > after,
