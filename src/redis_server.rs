@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::charm::{own_address, Outcome, RedisK8sCharm};
 use crate::literals::*;
 use crate::ops::framework::{EventHandle, Framework, HandlerError, HandlerResult};
-use crate::ops::pebble::{Layer, MakeDirOptions, Service};
+use crate::ops::pebble::{Layer, MakeDirOptions, Pebble, PebbleError, Service};
 use crate::redis_client::RedisConn;
 use crate::sentinel::{current_primary, pebble_outcome, write_config};
 use crate::templates;
@@ -81,6 +81,10 @@ pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<Out
         return Ok(Outcome::Waiting("Failover in progress".into()));
     };
     let replicaof = (primary != topo.fqdn).then_some(primary.as_str());
+    let data_dir = match data_dir(&*pebble) {
+        Ok(d) => d,
+        Err(e) => return Ok(pebble_outcome(REDIS_CONTAINER, &e)),
+    };
     let save = cfg
         .save
         .iter()
@@ -94,7 +98,7 @@ pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<Out
             bind: &topo.bind,
             hostname: &topo.fqdn,
             redis_port: REDIS_PORT,
-            data_dir: DATA_DIR,
+            data_dir: &data_dir,
             log_file: LOG_FILE,
             log_level: cfg.log_level.as_str(),
             appendonly: cfg.appendonly,
@@ -105,8 +109,7 @@ pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<Out
             replicaof,
         },
     )?;
-    let dirs = [(LOG_DIR, 0o770), (DATA_DIR, 0o770)];
-    for (dir, mode) in dirs {
+    for (dir, mode) in [(LOG_DIR, 0o770)] {
         let made = pebble.make_dir(
             dir,
             &MakeDirOptions {
@@ -148,6 +151,29 @@ pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<Out
         return Ok(pebble_outcome(REDIS_CONTAINER, &e));
     }
     Ok(Outcome::Done)
+}
+
+/// Where Redis keeps its data. The storage mount `/var/lib/redis` is used directly when
+/// it belongs to redis (the image's directory, or a deployment refreshed from the Python
+/// charm, which chowned it); a fresh volume is root-owned and Pebble cannot chown an existing
+/// directory, so then Redis gets `/var/lib/redis/data`, created owned by redis.
+pub fn data_dir(pebble: &dyn Pebble) -> Result<String, PebbleError> {
+    let top = pebble.list_files(DATA_DIR, None, true).ok().and_then(|v| v.into_iter().next());
+    if top.as_ref().and_then(|f| f.user.as_deref()) == Some(REDIS_USER) {
+        return Ok(DATA_DIR.to_string());
+    }
+    let sub = format!("{DATA_DIR}/data");
+    pebble.make_dir(
+        &sub,
+        &MakeDirOptions {
+            make_parents: true,
+            permissions: Some(0o770),
+            user: Some(REDIS_USER.into()),
+            group: Some(REDIS_USER.into()),
+            ..MakeDirOptions::default()
+        },
+    )?;
+    Ok(sub)
 }
 
 /// A running replica that should follow another primary does so by `REPLICAOF`, without a

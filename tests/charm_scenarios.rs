@@ -133,7 +133,11 @@ fn redis_layer_and_config_keep_the_password_in_the_file_and_replicas_follow_the_
     let redis = pebble0.get("redis");
     let conf = redis.file("/etc/redis-server/redis.conf").expect("redis.conf").text();
     assert!(conf.contains(&format!("requirepass {}\n", bag["redis-password"])));
-    assert!(conf.contains("appendonly yes\n") && conf.contains("dir /var/lib/redis\n"));
+    assert!(conf.contains("appendonly yes\n"));
+    // A fresh (root-owned or absent) volume: Redis gets a redis-owned subdirectory.
+    assert!(conf.contains("dir /var/lib/redis/data\n"), "{conf}");
+    let data = redis.file("/var/lib/redis/data").expect("data dir");
+    assert!(data.is_dir && data.user == "redis" && data.permissions == 0o770);
     assert!(!conf.contains("replicaof"), "the leader's unit starts as primary:\n{conf}");
     let plan = redis.plan();
     assert_eq!(plan.services["redis"].command.as_deref(), Some("redis-server /etc/redis-server/redis.conf"));
