@@ -64,11 +64,12 @@ impl Charm for RedisK8sCharm {
         o.observe("config_changed", &root, "_config_changed", |c, fw, ev| c.on_config_changed(fw, ev));
         o.observe("upgrade_charm", &root, "_upgrade_charm", |c, fw, ev| c.on_config_changed(fw, ev));
         o.observe("update_status", &root, "_update_status", |c, fw, ev| c.on_update_status(fw, ev));
-        for kind in ["relation_changed", "relation_departed"] {
-            o.observe(&format!("{peer}_{kind}"), &root, "_peer_relation_changed", |c, fw, ev| {
-                c.on_peer_changed(fw, ev)
-            });
-        }
+        o.observe(&format!("{peer}_relation_changed"), &root, "_peer_relation_changed", |c, fw, ev| {
+            c.on_peer_changed(fw, ev)
+        });
+        o.observe(&format!("{peer}_relation_departed"), &root, "_peer_relation_departed", |c, fw, ev| {
+            c.on_peer_departed(fw, ev)
+        });
         for kind in ["redis_relation_created", "redis_relation_joined", "redis_relation_changed"] {
             o.observe(kind, &root, "_on_redis_relation", |c, fw, _| {
                 client_relation::publish(c, fw)
@@ -237,6 +238,22 @@ impl RedisK8sCharm {
             sentinel::refresh_leader_host(self, fw)?;
         }
         self.converge_all(fw, ev)
+    }
+
+    /// A unit leaves. The departing unit hands over the primary role itself; the others
+    /// forget it in their sentinel and converge.
+    fn on_peer_departed(&mut self, fw: &mut Framework<'_>, ev: &mut EventHandle) -> HandlerResult {
+        let topo = self.topology(fw)?.clone();
+        if ev.departing_unit() == Some(fw.ctx.unit_name.as_str()) {
+            match crate::switchover::step_down(&topo, &fw.ctx.app_name, std::time::Duration::from_secs(10)) {
+                Ok(outcome) => tracing::info!(?outcome, "leaving: primary role"),
+                Err(e) => tracing::warn!(error = %e, "leaving: could not hand over the primary role"),
+            }
+            return Ok(());
+        }
+        let quorum = Sentinel::expected_quorum(fw.model().planned_units()?);
+        crate::switchover::forget_departed(&topo, &fw.ctx.app_name, quorum);
+        self.on_peer_changed(fw, ev)
     }
 
     fn on_update_status(&mut self, fw: &mut Framework<'_>, _ev: &mut EventHandle) -> HandlerResult {

@@ -19,4 +19,5 @@ pub mod redis_client;
 pub mod redis_server;
 pub mod sentinel;
 pub mod sim;
+pub mod switchover;
 pub mod templates;

@@ -159,7 +159,7 @@ fn install_charm(src: &Path, dispatch: &Path, dest: &Path) -> std::io::Result<()
 }
 
 /// Where a charm's dispatch comes from: `--dispatch`, the charm's own `dispatch`, or the
-/// charm's Cargo build output named after the charm (release preferred).
+/// charm's Cargo build output named after the charm (the newest of release and debug).
 pub fn resolve_dispatch(charm: &CharmInfo, explicit: Option<&str>) -> OpResult<PathBuf> {
     if let Some(p) = explicit {
         let p = std::fs::canonicalize(p).map_err(|e| format!("dispatch {p}: {e}"))?;
@@ -169,11 +169,15 @@ pub fn resolve_dispatch(charm: &CharmInfo, explicit: Option<&str>) -> OpResult<P
     if own.is_file() {
         return Ok(own);
     }
-    for profile in ["release", "debug"] {
-        let bin = charm.dir.join("target").join(profile).join(&charm.name);
-        if bin.is_file() {
-            return Ok(bin);
-        }
+    // The most recently built profile wins, so a stale release binary never shadows a
+    // fresh debug build (or the reverse).
+    let newest = ["release", "debug"]
+        .iter()
+        .map(|profile| charm.dir.join("target").join(profile).join(&charm.name))
+        .filter_map(|bin| Some((std::fs::metadata(&bin).ok()?.modified().ok()?, bin)))
+        .max_by_key(|(mtime, _)| *mtime);
+    if let Some((_, bin)) = newest {
+        return Ok(bin);
     }
     Err(format!(
         "charm {} has no dispatch and no built binary target/{{release,debug}}/{}: build it \
@@ -521,6 +525,8 @@ impl Daemon {
         let dir = self.layout.unit(&name);
         let setup = || -> std::io::Result<hook::UnitLog> {
             std::fs::create_dir_all(&dir.root)?;
+            // Juju mounts /charm/containers even for a charm without workload containers.
+            std::fs::create_dir_all(dir.containers())?;
             install_charm(&charm_dir, &dispatch, &dir.charm())?;
             std::fs::create_dir_all(dir.tools())?;
             for tool in crate::sim::hooktools::TOOL_NAMES {
