@@ -25,22 +25,37 @@ fn password_action(
     match pick(&topo.peer) {
         Some(pw) => result(fw, key, pw),
         None => {
-            fw.tools().action_fail("the password has not been generated yet (no leader elected?)")?;
+            fw.tools()
+                .action_fail("the password has not been generated yet (no leader elected?)")?;
             Ok(())
         }
     }
 }
 
-pub fn get_admin_password(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>, _: &mut EventHandle) -> HandlerResult {
+pub fn get_admin_password(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+    _: &mut EventHandle,
+) -> HandlerResult {
     password_action(charm, fw, KEY_REDIS_PASSWORD, |p| p.admin_password())
 }
 
-pub fn get_sentinel_password(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>, _: &mut EventHandle) -> HandlerResult {
-    password_action(charm, fw, KEY_SENTINEL_PASSWORD, |p| p.sentinel_password.as_deref())
+pub fn get_sentinel_password(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+    _: &mut EventHandle,
+) -> HandlerResult {
+    password_action(charm, fw, KEY_SENTINEL_PASSWORD, |p| {
+        p.sentinel_password.as_deref()
+    })
 }
 
 /// `INFO server` on our Redis: "Service is running" or "Service is not running".
-pub fn check_service(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>, _: &mut EventHandle) -> HandlerResult {
+pub fn check_service(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+    _: &mut EventHandle,
+) -> HandlerResult {
     let topo = charm.topology(fw)?.clone();
     let info = RedisConn::connect(&own_address(&topo), REDIS_PORT, topo.peer.admin_password())
         .and_then(|mut c| c.info("server"));

@@ -57,25 +57,51 @@ impl Charm for RedisK8sCharm {
     fn register(o: &mut Observers<Self>) {
         let root = o.root().to_string();
         let peer = PEER_RELATION.replace('-', "_");
-        o.observe("leader_elected", &root, "_leader_elected", |c, fw, ev| c.on_leader_elected(fw, ev));
-        o.observe("redis_pebble_ready", &root, "_redis_pebble_ready", |c, fw, ev| {
-            redis_server::on_pebble_ready(c, fw, ev)
+        o.observe("leader_elected", &root, "_leader_elected", |c, fw, ev| {
+            c.on_leader_elected(fw, ev)
         });
-        o.observe("config_changed", &root, "_config_changed", |c, fw, ev| c.on_config_changed(fw, ev));
-        o.observe("upgrade_charm", &root, "_upgrade_charm", |c, fw, ev| c.on_config_changed(fw, ev));
-        o.observe("update_status", &root, "_update_status", |c, fw, ev| c.on_update_status(fw, ev));
-        o.observe(&format!("{peer}_relation_changed"), &root, "_peer_relation_changed", |c, fw, ev| {
-            c.on_peer_changed(fw, ev)
+        o.observe(
+            "redis_pebble_ready",
+            &root,
+            "_redis_pebble_ready",
+            |c, fw, ev| redis_server::on_pebble_ready(c, fw, ev),
+        );
+        o.observe("config_changed", &root, "_config_changed", |c, fw, ev| {
+            c.on_config_changed(fw, ev)
         });
-        o.observe(&format!("{peer}_relation_departed"), &root, "_peer_relation_departed", |c, fw, ev| {
-            c.on_peer_departed(fw, ev)
+        o.observe("upgrade_charm", &root, "_upgrade_charm", |c, fw, ev| {
+            c.on_config_changed(fw, ev)
         });
-        for kind in ["redis_relation_created", "redis_relation_joined", "redis_relation_changed"] {
+        o.observe("update_status", &root, "_update_status", |c, fw, ev| {
+            c.on_update_status(fw, ev)
+        });
+        o.observe(
+            &format!("{peer}_relation_changed"),
+            &root,
+            "_peer_relation_changed",
+            |c, fw, ev| c.on_peer_changed(fw, ev),
+        );
+        o.observe(
+            &format!("{peer}_relation_departed"),
+            &root,
+            "_peer_relation_departed",
+            |c, fw, ev| c.on_peer_departed(fw, ev),
+        );
+        for kind in [
+            "redis_relation_created",
+            "redis_relation_joined",
+            "redis_relation_changed",
+        ] {
             o.observe(kind, &root, "_on_redis_relation", |c, fw, _| {
                 client_relation::publish(c, fw)
             });
         }
-        o.observe("check_service_action", &root, "_check_service", actions::check_service);
+        o.observe(
+            "check_service_action",
+            &root,
+            "_check_service",
+            actions::check_service,
+        );
         o.observe(
             "get_initial_admin_password_action",
             &root,
@@ -88,10 +114,15 @@ impl Charm for RedisK8sCharm {
             "_get_sentinel_password",
             actions::get_sentinel_password,
         );
-        o.observe("collect_unit_status", &root, "_on_collect_unit_status", |c, fw, _| {
-            c.collect_unit_status(fw);
-            Ok(())
-        });
+        o.observe(
+            "collect_unit_status",
+            &root,
+            "_on_collect_unit_status",
+            |c, fw, _| {
+                c.collect_unit_status(fw);
+                Ok(())
+            },
+        );
         let sentinel_path = handle_path(Some(&root), "Sentinel", Some("sentinel"));
         o.observe(
             "sentinel_pebble_ready",
@@ -245,9 +276,15 @@ impl RedisK8sCharm {
     fn on_peer_departed(&mut self, fw: &mut Framework<'_>, ev: &mut EventHandle) -> HandlerResult {
         let topo = self.topology(fw)?.clone();
         if ev.departing_unit() == Some(fw.ctx.unit_name.as_str()) {
-            match crate::switchover::step_down(&topo, &fw.ctx.app_name, std::time::Duration::from_secs(10)) {
+            match crate::switchover::step_down(
+                &topo,
+                &fw.ctx.app_name,
+                std::time::Duration::from_secs(10),
+            ) {
                 Ok(outcome) => tracing::info!(?outcome, "leaving: primary role"),
-                Err(e) => tracing::warn!(error = %e, "leaving: could not hand over the primary role"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "leaving: could not hand over the primary role")
+                }
             }
             return Ok(());
         }
@@ -284,7 +321,11 @@ impl RedisK8sCharm {
 /// unit's 127.0.0.x address in the local model, so one rule serves both.
 pub fn bind_address(fqdn: &str) -> String {
     use std::net::ToSocketAddrs;
-    match (fqdn, 0).to_socket_addrs().ok().and_then(|mut a| a.find(|a| a.is_ipv4())) {
+    match (fqdn, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.find(|a| a.is_ipv4()))
+    {
         Some(addr) if addr.ip().is_loopback() => addr.ip().to_string(),
         Some(addr) => format!("{} 127.0.0.1", addr.ip()),
         None => "0.0.0.0".to_string(),

@@ -69,7 +69,11 @@ fn get<'a>(map: &'a BTreeMap<String, Value>, key: &str) -> Option<&'a Value> {
     map.get(key).filter(|v| !v.is_null())
 }
 
-fn boolean(map: &BTreeMap<String, Value>, key: &'static str, default: bool) -> Result<bool, ConfigError> {
+fn boolean(
+    map: &BTreeMap<String, Value>,
+    key: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
     match get(map, key) {
         None => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
@@ -104,7 +108,11 @@ fn int_range(
     Ok(n as u64)
 }
 
-fn string<'a>(map: &'a BTreeMap<String, Value>, key: &'static str, default: &'a str) -> Result<&'a str, ConfigError> {
+fn string<'a>(
+    map: &'a BTreeMap<String, Value>,
+    key: &'static str,
+    default: &'a str,
+) -> Result<&'a str, ConfigError> {
     match get(map, key) {
         None => Ok(default),
         Some(Value::String(s)) => Ok(s.as_str()),
@@ -138,7 +146,13 @@ impl CharmConfig {
     /// Validate `config-get --all` output.
     pub fn from_map(map: &BTreeMap<String, Value>) -> Result<CharmConfig, ConfigError> {
         let enable_tls = boolean(map, "enable-tls", false)?;
-        let down_after_ms = int_range(map, "sentinel-down-after-milliseconds", 5000, 100, 3_600_000)?;
+        let down_after_ms = int_range(
+            map,
+            "sentinel-down-after-milliseconds",
+            5000,
+            100,
+            3_600_000,
+        )?;
         let failover_timeout_ms =
             int_range(map, "sentinel-failover-timeout", 30000, 1000, 86_400_000)?;
         let mm_raw = string(map, "maxmemory", "0")?;
@@ -214,7 +228,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     #[test]

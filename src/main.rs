@@ -16,7 +16,10 @@ use redis_k8s::ops::pebble::SocketPebbleProvider;
 
 /// Juju runs this binary as `dispatch` with no arguments; the options exist for people.
 #[derive(Parser)]
-#[command(version, about = "The redis-k8s charm. Juju runs it as `dispatch`; it reads JUJU_* variables.")]
+#[command(
+    version,
+    about = "The redis-k8s charm. Juju runs it as `dispatch`; it reads JUJU_* variables."
+)]
 struct Cli {}
 
 fn main() -> ExitCode {
@@ -41,7 +44,10 @@ fn run() -> anyhow::Result<()> {
     let mut fw = Framework::new(&ctx, &tools, &pebble, data);
     let mut charm = RedisK8sCharm::default();
     if let Err(e) = dispatch(&mut charm, &mut fw) {
-        let _ = tools.juju_log(LogLevel::Error, &format!("{} failed: {e}", ctx.dispatch_path));
+        let _ = tools.juju_log(
+            LogLevel::Error,
+            &format!("{} failed: {e}", ctx.dispatch_path),
+        );
         return Err(e.into());
     }
     storage.save(fw.data())?;

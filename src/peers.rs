@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use crate::literals::{KEY_ENABLE_PASSWORD, KEY_LEADER_HOST, KEY_REDIS_PASSWORD, KEY_SENTINEL_PASSWORD};
+use crate::literals::{
+    KEY_ENABLE_PASSWORD, KEY_LEADER_HOST, KEY_REDIS_PASSWORD, KEY_SENTINEL_PASSWORD,
+};
 
 /// What the leader records for everyone.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -21,8 +23,14 @@ pub struct PeerAppData {
 impl std::fmt::Debug for PeerAppData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerAppData")
-            .field("redis_password", &self.redis_password.as_ref().map(|_| "<set>"))
-            .field("sentinel_password", &self.sentinel_password.as_ref().map(|_| "<set>"))
+            .field(
+                "redis_password",
+                &self.redis_password.as_ref().map(|_| "<set>"),
+            )
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "<set>"),
+            )
             .field("leader_host", &self.leader_host)
             .field("enable_password", &self.enable_password)
             .finish()
@@ -30,7 +38,9 @@ impl std::fmt::Debug for PeerAppData {
 }
 
 fn non_empty(bag: &BTreeMap<String, String>, key: &str) -> Option<String> {
-    bag.get(key).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    bag.get(key)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 impl PeerAppData {
@@ -118,7 +128,10 @@ mod tests {
         assert!(!d.is_populated());
         assert_eq!(d.leader_host, None);
         bag.insert("redis-password".into(), "p".into());
-        bag.insert("leader-host".into(), "redis-k8s-0.redis-k8s-endpoints".into());
+        bag.insert(
+            "leader-host".into(),
+            "redis-k8s-0.redis-k8s-endpoints".into(),
+        );
         assert!(PeerAppData::from_bag(&bag).is_populated());
     }
 

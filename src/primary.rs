@@ -23,9 +23,8 @@ pub fn ask_sentinels(hosts: &[String], name: &str, sentinel_password: &str) -> S
     let mut votes: BTreeMap<String, usize> = BTreeMap::new();
     let mut answered = 0usize;
     for host in hosts {
-        let answer = RedisConn::connect(host, SENTINEL_PORT, Some(sentinel_password)).and_then(|mut c| {
-            c.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name])
-        });
+        let answer = RedisConn::connect(host, SENTINEL_PORT, Some(sentinel_password))
+            .and_then(|mut c| c.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name]));
         match answer {
             Ok(redis::Value::Array(items)) if !items.is_empty() => {
                 answered += 1;

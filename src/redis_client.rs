@@ -102,7 +102,10 @@ impl RedisConn {
     }
 
     /// `SENTINEL MASTER <name>` as a map (the reply is a flat key/value list or a map).
-    pub fn sentinel_master(&mut self, name: &str) -> Result<BTreeMap<String, String>, RedisCallError> {
+    pub fn sentinel_master(
+        &mut self,
+        name: &str,
+    ) -> Result<BTreeMap<String, String>, RedisCallError> {
         let v = self.command(&["SENTINEL", "MASTER", name])?;
         Ok(value_to_map(&v))
     }
@@ -111,7 +114,9 @@ impl RedisConn {
     pub fn sentinel_ckquorum(&mut self, name: &str) -> Result<bool, RedisCallError> {
         match self.command_string(&["SENTINEL", "CKQUORUM", name]) {
             Ok(s) => Ok(s.starts_with("OK")),
-            Err(RedisCallError::Command { message, .. }) if message.contains("NOQUORUM") => Ok(false),
+            Err(RedisCallError::Command { message, .. }) if message.contains("NOQUORUM") => {
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }

@@ -64,18 +64,25 @@ pub fn on_pebble_ready(
 }
 
 /// Make the redis container run Redis with the right config and role.
-pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<Outcome, HandlerError> {
+pub fn converge(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+) -> Result<Outcome, HandlerError> {
     let cfg = match charm.config(fw) {
         Ok(c) => c.clone(),
         Err(e) => return Ok(Outcome::Blocked(e.to_string())),
     };
     let pebble = fw.container(REDIS_CONTAINER);
     if pebble.system_info().is_err() {
-        return Ok(Outcome::Waiting("Waiting for Pebble in workload container".into()));
+        return Ok(Outcome::Waiting(
+            "Waiting for Pebble in workload container".into(),
+        ));
     }
     let topo = charm.topology(fw)?.clone();
     if !topo.peer.is_populated() {
-        return Ok(Outcome::Waiting("Waiting for peer data to be updated".into()));
+        return Ok(Outcome::Waiting(
+            "Waiting for peer data to be updated".into(),
+        ));
     }
     let Some(primary) = current_primary(charm, fw)? else {
         return Ok(Outcome::Waiting("Failover in progress".into()));
@@ -158,7 +165,10 @@ pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<Out
 /// charm, which chowned it); a fresh volume is root-owned and Pebble cannot chown an existing
 /// directory, so then Redis gets `/var/lib/redis/data`, created owned by redis.
 pub fn data_dir(pebble: &dyn Pebble) -> Result<String, PebbleError> {
-    let top = pebble.list_files(DATA_DIR, None, true).ok().and_then(|v| v.into_iter().next());
+    let top = pebble
+        .list_files(DATA_DIR, None, true)
+        .ok()
+        .and_then(|v| v.into_iter().next());
     if top.as_ref().and_then(|f| f.user.as_deref()) == Some(REDIS_USER) {
         return Ok(DATA_DIR.to_string());
     }
@@ -181,15 +191,17 @@ pub fn data_dir(pebble: &dyn Pebble) -> Result<String, PebbleError> {
 fn follow_primary_at_runtime(topo: &crate::charm::Topology, replicaof: Option<&str>) {
     let Some(primary) = replicaof else { return };
     let host = own_address(topo);
-    let result = RedisConn::connect(&host, REDIS_PORT, topo.peer.admin_password()).and_then(|mut c| {
-        let info = c.info("replication")?;
-        let following = info.get("master_host").map(String::as_str);
-        if info.get("role").map(String::as_str) == Some("master") || following != Some(primary) {
-            c.command(&["REPLICAOF", primary, &REDIS_PORT.to_string()])?;
-            tracing::info!(%primary, "now replicating from the primary");
-        }
-        Ok(())
-    });
+    let result =
+        RedisConn::connect(&host, REDIS_PORT, topo.peer.admin_password()).and_then(|mut c| {
+            let info = c.info("replication")?;
+            let following = info.get("master_host").map(String::as_str);
+            if info.get("role").map(String::as_str) == Some("master") || following != Some(primary)
+            {
+                c.command(&["REPLICAOF", primary, &REDIS_PORT.to_string()])?;
+                tracing::info!(%primary, "now replicating from the primary");
+            }
+            Ok(())
+        });
     if let Err(e) = result {
         tracing::debug!(error = %e, "could not check replication role");
     }
@@ -199,7 +211,9 @@ fn follow_primary_at_runtime(topo: &crate::charm::Topology, replicaof: Option<&s
 pub fn health(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<Outcome, HandlerError> {
     let topo = charm.topology(fw)?.clone();
     if !topo.peer.is_populated() {
-        return Ok(Outcome::Waiting("Waiting for peer data to be updated".into()));
+        return Ok(Outcome::Waiting(
+            "Waiting for peer data to be updated".into(),
+        ));
     }
     let info = RedisConn::connect(&own_address(&topo), REDIS_PORT, topo.peer.admin_password())
         .and_then(|mut c| c.info("replication"));
@@ -208,7 +222,9 @@ pub fn health(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<Outco
             Some("master") => Outcome::Active("primary".into()),
             Some(_) => Outcome::Active(format!(
                 "replica (link {})",
-                info.get("master_link_status").map(String::as_str).unwrap_or("unknown")
+                info.get("master_link_status")
+                    .map(String::as_str)
+                    .unwrap_or("unknown")
             )),
             None => Outcome::Active(String::new()),
         },

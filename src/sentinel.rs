@@ -101,15 +101,22 @@ pub fn pebble_outcome(container: &str, e: &PebbleError) -> Outcome {
     if e.is_connection() {
         Outcome::Waiting(format!("Waiting for Pebble in {container} container"))
     } else if matches!(e, PebbleError::ChangeFailed { .. }) {
-        Outcome::Waiting(format!("{container} service failed to start; see the unit log"))
+        Outcome::Waiting(format!(
+            "{container} service failed to start; see the unit log"
+        ))
     } else {
-        Outcome::Waiting(format!("Pebble in {container} container refused a request; see the unit log"))
+        Outcome::Waiting(format!(
+            "Pebble in {container} container refused a request; see the unit log"
+        ))
     }
 }
 
 /// The primary this unit should follow: the other units' sentinels if a majority of those
 /// that answer agree, else the recorded `leader-host`. `None` while they disagree.
-pub fn current_primary(charm: &mut RedisK8sCharm, fw: &Framework<'_>) -> Result<Option<String>, HandlerError> {
+pub fn current_primary(
+    charm: &mut RedisK8sCharm,
+    fw: &Framework<'_>,
+) -> Result<Option<String>, HandlerError> {
     let topo = charm.topology(fw)?.clone();
     let recorded = topo.peer.leader_host.clone();
     let Some(password) = topo.peer.sentinel_password.as_deref() else {
@@ -118,18 +125,23 @@ pub fn current_primary(charm: &mut RedisK8sCharm, fw: &Framework<'_>) -> Result<
     if topo.peer_fqdns.is_empty() {
         return Ok(recorded);
     }
-    Ok(match ask_sentinels(&topo.peer_fqdns, &fw.ctx.app_name, password) {
-        SentinelView::Agreed(host) => Some(host),
-        SentinelView::Unreachable => recorded,
-        SentinelView::Disagree(votes) => {
-            tracing::warn!(?votes, "sentinels disagree about the primary");
-            None
-        }
-    })
+    Ok(
+        match ask_sentinels(&topo.peer_fqdns, &fw.ctx.app_name, password) {
+            SentinelView::Agreed(host) => Some(host),
+            SentinelView::Unreachable => recorded,
+            SentinelView::Disagree(votes) => {
+                tracing::warn!(?votes, "sentinels disagree about the primary");
+                None
+            }
+        },
+    )
 }
 
 /// Make the sentinel container run sentinel with the right config.
-pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<Outcome, HandlerError> {
+pub fn converge(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+) -> Result<Outcome, HandlerError> {
     let cfg = match charm.config(fw) {
         Ok(c) => c.clone(),
         Err(e) => return Ok(Outcome::Blocked(e.to_string())),
@@ -137,7 +149,9 @@ pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<Out
     let pebble = fw.container(SENTINEL_CONTAINER);
     if let Err(e) = pebble.system_info() {
         tracing::debug!(error = %e, "sentinel Pebble not reachable");
-        return Ok(Outcome::Waiting("Waiting for Pebble in sentinel container".into()));
+        return Ok(Outcome::Waiting(
+            "Waiting for Pebble in sentinel container".into(),
+        ));
     }
     let topo = charm.topology(fw)?.clone();
     if !topo.peer.is_populated() {
@@ -244,9 +258,13 @@ fn keep_quorum_current(fw: &Framework<'_>, topo: &crate::charm::Topology, planne
 
 /// Leader: record the primary that our sentinel reports in `leader-host` (peer app data),
 /// unless sentinel reports it down or a failover is running.
-pub fn refresh_leader_host(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<(), HandlerError> {
+pub fn refresh_leader_host(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+) -> Result<(), HandlerError> {
     let topo = charm.topology(fw)?.clone();
-    let (Some(rel), Some(password)) = (topo.peer_relation, topo.peer.sentinel_password.as_deref()) else {
+    let (Some(rel), Some(password)) = (topo.peer_relation, topo.peer.sentinel_password.as_deref())
+    else {
         return Ok(());
     };
     let info = match Sentinel::master_info(&own_address(&topo), password, &fw.ctx.app_name) {
@@ -257,7 +275,10 @@ pub fn refresh_leader_host(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) ->
         }
     };
     let flags = info.get("flags").cloned().unwrap_or_default();
-    if flags.contains("s_down") || flags.contains("o_down") || flags.contains("failover_in_progress") {
+    if flags.contains("s_down")
+        || flags.contains("o_down")
+        || flags.contains("failover_in_progress")
+    {
         tracing::info!(%flags, "primary not settled; keeping leader-host");
         return Ok(());
     }

@@ -42,7 +42,9 @@ pub fn step_down(topo: &Topology, app: &str, pause: Duration) -> Result<StepDown
         if online_replicas(&info).next().is_some() {
             break;
         }
-        if info.get("connected_slaves").map(String::as_str) == Some("0") && Instant::now() > no_replica_deadline {
+        if info.get("connected_slaves").map(String::as_str) == Some("0")
+            && Instant::now() > no_replica_deadline
+        {
             return Ok(StepDown::NoReplica);
         }
         if Instant::now() > deadline {
@@ -56,7 +58,9 @@ pub fn step_down(topo: &Topology, app: &str, pause: Duration) -> Result<StepDown
     while Instant::now() < sync_deadline {
         let info = redis.info("replication")?;
         let offset = info.get("master_repl_offset").cloned().unwrap_or_default();
-        if online_replicas(&info).any(|line| line.split(',').any(|kv| kv == format!("offset={offset}"))) {
+        if online_replicas(&info)
+            .any(|line| line.split(',').any(|kv| kv == format!("offset={offset}")))
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -80,11 +84,14 @@ pub fn step_down(topo: &Topology, app: &str, pause: Duration) -> Result<StepDown
     }
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
-        let Ok(info) = RedisConn::connect(&host, REDIS_PORT, pw).and_then(|mut c| c.info("replication")) else {
+        let Ok(info) =
+            RedisConn::connect(&host, REDIS_PORT, pw).and_then(|mut c| c.info("replication"))
+        else {
             continue;
         };
         if info.get("role").map(String::as_str) == Some("slave") {
-            let _ = RedisConn::connect(&host, REDIS_PORT, pw).and_then(|mut c| c.command(&["CLIENT", "UNPAUSE"]));
+            let _ = RedisConn::connect(&host, REDIS_PORT, pw)
+                .and_then(|mut c| c.command(&["CLIENT", "UNPAUSE"]));
             return Ok(StepDown::HandedOver {
                 new_primary: info.get("master_host").cloned().unwrap_or_default(),
             });
@@ -95,7 +102,9 @@ pub fn step_down(topo: &Topology, app: &str, pause: Duration) -> Result<StepDown
 }
 
 /// The `slaveN:` lines of `INFO replication` whose state is `online`.
-fn online_replicas(info: &std::collections::BTreeMap<String, String>) -> impl Iterator<Item = &String> {
+fn online_replicas(
+    info: &std::collections::BTreeMap<String, String>,
+) -> impl Iterator<Item = &String> {
     info.iter()
         .filter(|(k, _)| k.starts_with("slave") && k[5..].chars().all(|c| c.is_ascii_digit()))
         .map(|(_, v)| v)
@@ -106,18 +115,19 @@ fn online_replicas(info: &std::collections::BTreeMap<String, String>) -> impl It
 /// is running, and set the quorum for the new size.
 pub fn forget_departed(topo: &Topology, app: &str, quorum: usize) {
     let host = own_address(topo);
-    let result = RedisConn::connect(&host, SENTINEL_PORT, topo.peer.sentinel_password.as_deref()).and_then(|mut s| {
-        let info = s.sentinel_master(app)?;
-        let flags = info.get("flags").cloned().unwrap_or_default();
-        if flags.contains("failover") || flags.contains("o_down") {
-            tracing::info!(%flags, "failover running; not resetting sentinel");
-            return Ok(());
-        }
-        s.command(&["SENTINEL", "SET", app, "quorum", &quorum.to_string()])?;
-        s.command(&["SENTINEL", "RESET", app])?;
-        tracing::info!(quorum, "sentinel reset after a unit departed");
-        Ok(())
-    });
+    let result = RedisConn::connect(&host, SENTINEL_PORT, topo.peer.sentinel_password.as_deref())
+        .and_then(|mut s| {
+            let info = s.sentinel_master(app)?;
+            let flags = info.get("flags").cloned().unwrap_or_default();
+            if flags.contains("failover") || flags.contains("o_down") {
+                tracing::info!(%flags, "failover running; not resetting sentinel");
+                return Ok(());
+            }
+            s.command(&["SENTINEL", "SET", app, "quorum", &quorum.to_string()])?;
+            s.command(&["SENTINEL", "RESET", app])?;
+            tracing::info!(quorum, "sentinel reset after a unit departed");
+            Ok(())
+        });
     if let Err(e) = result {
         tracing::warn!(error = %e, "could not reset sentinel after a departure");
     }

@@ -15,7 +15,11 @@ pub enum TemplateError {
 }
 
 /// Render `<charm_dir>/templates/<name>.j2` with `ctx`.
-pub fn render<S: serde::Serialize>(charm_dir: &Path, name: &str, ctx: S) -> Result<String, TemplateError> {
+pub fn render<S: serde::Serialize>(
+    charm_dir: &Path,
+    name: &str,
+    ctx: S,
+) -> Result<String, TemplateError> {
     let path = charm_dir.join("templates").join(format!("{name}.j2"));
     let source = std::fs::read_to_string(&path).map_err(|source| TemplateError::Read {
         path: path.display().to_string(),
@@ -25,7 +29,11 @@ pub fn render<S: serde::Serialize>(charm_dir: &Path, name: &str, ctx: S) -> Resu
 }
 
 /// Render a template given as text.
-pub fn render_str<S: serde::Serialize>(name: &str, source: &str, ctx: S) -> Result<String, TemplateError> {
+pub fn render_str<S: serde::Serialize>(
+    name: &str,
+    source: &str,
+    ctx: S,
+) -> Result<String, TemplateError> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_trim_blocks(true);
@@ -35,5 +43,8 @@ pub fn render_str<S: serde::Serialize>(name: &str, source: &str, ctx: S) -> Resu
         message: e.to_string(),
     };
     env.add_template(name, source).map_err(err)?;
-    env.get_template(name).map_err(err)?.render(ctx).map_err(err)
+    env.get_template(name)
+        .map_err(err)?
+        .render(ctx)
+        .map_err(err)
 }

@@ -21,7 +21,8 @@ fn repo() -> &'static Path {
 /// A model with `n` units of the charm; unit 0 leads.
 fn world(n: usize) -> Arc<Mutex<World>> {
     let mut w = World::new("scn");
-    w.add_app(APP, CharmMeta::load(repo()).expect("charm metadata")).unwrap();
+    w.add_app(APP, CharmMeta::load(repo()).expect("charm metadata"))
+        .unwrap();
     for _ in 0..n {
         w.add_unit(APP).unwrap();
     }
@@ -47,14 +48,26 @@ fn sentinel_waits_for_the_databag_then_the_leader_fills_it_and_the_deferred_even
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
 
-    let r = s.run::<RedisK8sCharm>("hooks/sentinel-pebble-ready", HookInfo::default()).unwrap();
+    let r = s
+        .run::<RedisK8sCharm>("hooks/sentinel-pebble-ready", HookInfo::default())
+        .unwrap();
     assert!(r.error.is_none());
-    assert_eq!(status(&w, "redis-k8s/0"), StatusValue::waiting("Databag has not been populated"));
+    assert_eq!(
+        status(&w, "redis-k8s/0"),
+        StatusValue::waiting("Databag has not been populated")
+    );
     assert_eq!(s.state.stored.notices.len(), 1);
-    assert_eq!(s.state.stored.notices[0].observer_path, "RedisK8sCharm/Sentinel[sentinel]");
-    assert!(pebble.get("sentinel").file("/etc/redis-server/sentinel.conf").is_none());
+    assert_eq!(
+        s.state.stored.notices[0].observer_path,
+        "RedisK8sCharm/Sentinel[sentinel]"
+    );
+    assert!(pebble
+        .get("sentinel")
+        .file("/etc/redis-server/sentinel.conf")
+        .is_none());
 
-    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default()).unwrap();
+    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
     let bag = peer_bag(&w);
     assert_eq!(bag["leader-host"], FQDN0);
     assert_eq!(bag["redis-password"].len(), 32);
@@ -64,29 +77,63 @@ fn sentinel_waits_for_the_databag_then_the_leader_fills_it_and_the_deferred_even
     // committed) and is still queued; a later event finally succeeds.
     assert_eq!(s.state.stored.notices.len(), 1);
 
-    let r = s.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default()).unwrap();
-    assert!(r.emitted[0].starts_with("RedisK8sCharm/on/sentinel_pebble_ready["), "{:?}", r.emitted);
+    let r = s
+        .run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
+        .unwrap();
+    assert!(
+        r.emitted[0].starts_with("RedisK8sCharm/on/sentinel_pebble_ready["),
+        "{:?}",
+        r.emitted
+    );
     assert!(s.state.stored.notices.is_empty());
     let sentinel = pebble.get("sentinel");
-    let conf = sentinel.file("/etc/redis-server/sentinel.conf").expect("pushed").text();
+    let conf = sentinel
+        .file("/etc/redis-server/sentinel.conf")
+        .expect("pushed")
+        .text();
     let file = sentinel.file("/etc/redis-server/sentinel.conf").unwrap();
-    assert_eq!((file.permissions, file.user.as_str(), file.group.as_str()), (0o600, "redis", "redis"));
+    assert_eq!(
+        (file.permissions, file.user.as_str(), file.group.as_str()),
+        (0o600, "redis", "redis")
+    );
     let dir = sentinel.file("/etc/redis-server").unwrap();
     assert!(dir.is_dir && dir.permissions == 0o750 && dir.user == "redis");
-    assert!(conf.contains(&format!("sentinel monitor redis-k8s {FQDN0} 6379 2\n")), "{conf}");
+    assert!(
+        conf.contains(&format!("sentinel monitor redis-k8s {FQDN0} 6379 2\n")),
+        "{conf}"
+    );
     let monitor = conf.find("\nsentinel monitor ").unwrap();
     assert!(conf.find("resolve-hostnames yes").unwrap() < monitor);
     assert!(conf.find("announce-hostnames yes").unwrap() < monitor);
     assert!(conf.contains(&format!("requirepass {}\n", bag["sentinel-password"])));
-    assert!(conf.contains(&format!("sentinel auth-pass redis-k8s {}\n", bag["redis-password"])));
+    assert!(conf.contains(&format!(
+        "sentinel auth-pass redis-k8s {}\n",
+        bag["redis-password"]
+    )));
     assert!(conf.contains("sentinel down-after-milliseconds redis-k8s 5000\n"));
     let plan = sentinel.plan();
     let svc = &plan.services["sentinel"];
-    assert_eq!(svc.command.as_deref(), Some("redis-server /etc/redis-server/sentinel.conf --sentinel"));
-    assert_eq!((svc.user.as_deref(), svc.group.as_deref(), svc.startup.as_deref()), (Some("redis"), Some("redis"), Some("enabled")));
-    assert_eq!(sentinel.service_state("sentinel").as_deref(), Some("active"));
+    assert_eq!(
+        svc.command.as_deref(),
+        Some("redis-server /etc/redis-server/sentinel.conf --sentinel")
+    );
+    assert_eq!(
+        (
+            svc.user.as_deref(),
+            svc.group.as_deref(),
+            svc.startup.as_deref()
+        ),
+        (Some("redis"), Some("redis"), Some("enabled"))
+    );
+    assert_eq!(
+        sentinel.service_state("sentinel").as_deref(),
+        Some("active")
+    );
     let plan_yaml = plan.to_yaml();
-    assert!(!plan_yaml.contains(&bag["sentinel-password"]) && !plan_yaml.contains(&bag["redis-password"]));
+    assert!(
+        !plan_yaml.contains(&bag["sentinel-password"])
+            && !plan_yaml.contains(&bag["redis-password"])
+    );
     assert_eq!(status(&w, "redis-k8s/0").status, StatusName::Active);
 }
 
@@ -96,9 +143,14 @@ fn sentinel_waits_for_pebble_and_defers() {
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     pebble.get("sentinel").set_can_connect(false);
     let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
-    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default()).unwrap();
-    s.run::<RedisK8sCharm>("hooks/sentinel-pebble-ready", HookInfo::default()).unwrap();
-    assert_eq!(status(&w, "redis-k8s/0"), StatusValue::waiting("Waiting for Pebble in sentinel container"));
+    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
+    s.run::<RedisK8sCharm>("hooks/sentinel-pebble-ready", HookInfo::default())
+        .unwrap();
+    assert_eq!(
+        status(&w, "redis-k8s/0"),
+        StatusValue::waiting("Waiting for Pebble in sentinel container")
+    );
     assert_eq!(s.state.stored.notices.len(), 1);
 }
 
@@ -110,12 +162,16 @@ fn leader_keeps_existing_passwords_like_a_refreshed_python_deployment() {
         let id = wl.peer_relation_id(APP, "redis-peers").unwrap();
         let mut bag = BTreeMap::new();
         bag.insert("redis-password".to_string(), "py-admin-pass".to_string());
-        bag.insert("sentinel-password".to_string(), "py-sentinel-pass".to_string());
+        bag.insert(
+            "sentinel-password".to_string(),
+            "py-sentinel-pass".to_string(),
+        );
         wl.set_relation_data(id, APP, bag);
     }
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
-    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default()).unwrap();
+    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
     let bag = peer_bag(&w);
     assert_eq!(bag["redis-password"], "py-admin-pass");
     assert_eq!(bag["sentinel-password"], "py-sentinel-pass");
@@ -127,52 +183,92 @@ fn redis_layer_and_config_keep_the_password_in_the_file_and_replicas_follow_the_
     let w = world(2);
     let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s0 = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble0);
-    s0.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default()).unwrap();
-    s0.run::<RedisK8sCharm>("hooks/redis-pebble-ready", HookInfo::default()).unwrap();
+    s0.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
+    s0.run::<RedisK8sCharm>("hooks/redis-pebble-ready", HookInfo::default())
+        .unwrap();
     let bag = peer_bag(&w);
     let redis = pebble0.get("redis");
-    let conf = redis.file("/etc/redis-server/redis.conf").expect("redis.conf").text();
+    let conf = redis
+        .file("/etc/redis-server/redis.conf")
+        .expect("redis.conf")
+        .text();
     assert!(conf.contains(&format!("requirepass {}\n", bag["redis-password"])));
     assert!(conf.contains("appendonly yes\n"));
     // A fresh (root-owned or absent) volume: Redis gets a redis-owned subdirectory.
     assert!(conf.contains("dir /var/lib/redis/data\n"), "{conf}");
     let data = redis.file("/var/lib/redis/data").expect("data dir");
     assert!(data.is_dir && data.user == "redis" && data.permissions == 0o770);
-    assert!(!conf.contains("replicaof"), "the leader's unit starts as primary:\n{conf}");
+    assert!(
+        !conf.contains("replicaof"),
+        "the leader's unit starts as primary:\n{conf}"
+    );
     let plan = redis.plan();
-    assert_eq!(plan.services["redis"].command.as_deref(), Some("redis-server /etc/redis-server/redis.conf"));
+    assert_eq!(
+        plan.services["redis"].command.as_deref(),
+        Some("redis-server /etc/redis-server/redis.conf")
+    );
     assert!(!plan.to_yaml().contains(&bag["redis-password"]));
     assert_eq!(redis.service_state("redis").as_deref(), Some("active"));
-    assert_eq!(redis.file("/etc/redis-server/redis.conf").unwrap().permissions, 0o600);
+    assert_eq!(
+        redis
+            .file("/etc/redis-server/redis.conf")
+            .unwrap()
+            .permissions,
+        0o600
+    );
 
     let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s1 = Scenario::new(w.clone(), "redis-k8s/1", repo(), &pebble1);
-    s1.run::<RedisK8sCharm>("hooks/redis-pebble-ready", HookInfo::default()).unwrap();
-    let conf1 = pebble1.get("redis").file("/etc/redis-server/redis.conf").unwrap().text();
-    assert!(conf1.contains(&format!("replicaof {FQDN0} 6379\n")), "{conf1}");
+    s1.run::<RedisK8sCharm>("hooks/redis-pebble-ready", HookInfo::default())
+        .unwrap();
+    let conf1 = pebble1
+        .get("redis")
+        .file("/etc/redis-server/redis.conf")
+        .unwrap()
+        .text();
+    assert!(
+        conf1.contains(&format!("replicaof {FQDN0} 6379\n")),
+        "{conf1}"
+    );
 
     // A second pebble-ready with nothing changed does not add a layer or replan again.
     let before = redis.calls().len();
-    s0.run::<RedisK8sCharm>("hooks/redis-pebble-ready", HookInfo::default()).unwrap();
+    s0.run::<RedisK8sCharm>("hooks/redis-pebble-ready", HookInfo::default())
+        .unwrap();
     let new_calls: Vec<String> = redis.calls()[before..].to_vec();
-    assert!(!new_calls.iter().any(|c| c.starts_with("add_layer") || c.starts_with("replan")), "{new_calls:?}");
+    assert!(
+        !new_calls
+            .iter()
+            .any(|c| c.starts_with("add_layer") || c.starts_with("replan")),
+        "{new_calls:?}"
+    );
 }
 
 #[test]
 fn invalid_config_blocks_naming_the_option_and_pushes_nothing() {
     let w = world(1);
     let mut values = BTreeMap::new();
-    values.insert("maxmemory-policy".to_string(), serde_json::Value::from("sometimes"));
+    values.insert(
+        "maxmemory-policy".to_string(),
+        serde_json::Value::from("sometimes"),
+    );
     w.lock().unwrap().set_config(APP, values).unwrap();
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
-    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default()).unwrap();
-    let r = s.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default()).unwrap();
+    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
+    let r = s
+        .run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
+        .unwrap();
     assert!(r.error.is_none(), "invalid config is not a hook error");
     let st = status(&w, "redis-k8s/0");
     assert_eq!(st.status, StatusName::Blocked);
     assert!(st.message.contains("maxmemory-policy"), "{}", st.message);
-    assert!(pebble.get("redis").file("/etc/redis-server/redis.conf").is_none());
+    assert!(pebble
+        .get("redis")
+        .file("/etc/redis-server/redis.conf")
+        .is_none());
 }
 
 #[test]
@@ -180,7 +276,8 @@ fn password_actions_return_the_peer_passwords() {
     let w = world(1);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
-    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default()).unwrap();
+    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
     let bag = peer_bag(&w);
     for (action, key) in [
         ("get-initial-admin-password", "redis-password"),
@@ -193,7 +290,9 @@ fn password_actions_return_the_peer_passwords() {
             }),
             ..HookInfo::default()
         };
-        let r = s.run::<RedisK8sCharm>(&format!("actions/{action}"), hook).unwrap();
+        let r = s
+            .run::<RedisK8sCharm>(&format!("actions/{action}"), hook)
+            .unwrap();
         assert!(r.error.is_none());
         assert_eq!(r.session.action_results()[key], bag[key]);
     }
@@ -202,16 +301,23 @@ fn password_actions_return_the_peer_passwords() {
 #[test]
 fn client_relation_gets_host_port_and_the_primary() {
     let w = world(1);
-    let client_meta = CharmMeta::from_yaml("name: client\nrequires:\n  cache:\n    interface: redis\n", "", "").unwrap();
+    let client_meta = CharmMeta::from_yaml(
+        "name: client\nrequires:\n  cache:\n    interface: redis\n",
+        "",
+        "",
+    )
+    .unwrap();
     let rel = {
         let mut wl = w.lock().unwrap();
         wl.add_app("client", client_meta).unwrap();
         wl.add_unit("client").unwrap();
-        wl.add_relation((APP, "redis"), ("client", "cache")).unwrap()
+        wl.add_relation((APP, "redis"), ("client", "cache"))
+            .unwrap()
     };
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
-    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default()).unwrap();
+    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
     let hook = HookInfo {
         hook_name: "redis-relation-joined".into(),
         relation_id: Some(rel),
@@ -219,7 +325,9 @@ fn client_relation_gets_host_port_and_the_primary() {
         remote_app: Some("client".into()),
         ..HookInfo::default()
     };
-    let r = s.run::<RedisK8sCharm>("hooks/redis-relation-joined", hook).unwrap();
+    let r = s
+        .run::<RedisK8sCharm>("hooks/redis-relation-joined", hook)
+        .unwrap();
     assert!(r.error.is_none());
     let wl = w.lock().unwrap();
     let unit = wl.relation_data(rel, "redis-k8s/0");

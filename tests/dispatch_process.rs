@@ -53,7 +53,11 @@ impl Unit {
             std::fs::copy(repo.join(f), charm.join(f)).unwrap();
         }
         for t in ["sentinel.conf.j2", "redis.conf.j2"] {
-            std::fs::copy(repo.join("templates").join(t), charm.join("templates").join(t)).unwrap();
+            std::fs::copy(
+                repo.join("templates").join(t),
+                charm.join("templates").join(t),
+            )
+            .unwrap();
         }
         std::fs::copy(env!("CARGO_BIN_EXE_redis-k8s"), charm.join("dispatch")).unwrap();
         let tools = dir.path().join("tools");
@@ -63,11 +67,15 @@ impl Unit {
         }
         std::fs::write(
             dir.path().join("hosts"),
-            format!("127.0.0.1 localhost\n{ADDR} {FQDN} redis-k8s-0.redis-k8s-endpoints redis-k8s-0\n"),
+            format!(
+                "127.0.0.1 localhost\n{ADDR} {FQDN} redis-k8s-0.redis-k8s-endpoints redis-k8s-0\n"
+            ),
         )
         .unwrap();
         let mut world = World::new(MODEL);
-        world.add_app(APP, CharmMeta::load(&charm).unwrap()).unwrap();
+        world
+            .add_app(APP, CharmMeta::load(&charm).unwrap())
+            .unwrap();
         world.add_unit(APP).unwrap();
         world.set_leader(UNIT);
         let agent = AgentServer::start(&dir.path().join("agent.sock")).unwrap();
@@ -96,7 +104,10 @@ impl Unit {
     fn hook(&mut self, dispatch_path: &str) -> (i32, String) {
         self.contexts += 1;
         let context_id = format!("{UNIT}-{}", self.contexts);
-        let hook_name = dispatch_path.strip_prefix("hooks/").unwrap_or("").to_string();
+        let hook_name = dispatch_path
+            .strip_prefix("hooks/")
+            .unwrap_or("")
+            .to_string();
         let session = Arc::new(World::session(
             &self.world,
             UNIT,
@@ -108,19 +119,34 @@ impl Unit {
         self.agent.register(&context_id, session.clone());
         let mut env: BTreeMap<&str, String> = BTreeMap::new();
         let charm = self.charm_dir().display().to_string();
-        env.insert("PATH", format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", self.dir.path().join("tools").display()));
+        env.insert(
+            "PATH",
+            format!(
+                "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+                self.dir.path().join("tools").display()
+            ),
+        );
         env.insert("JUJU_DISPATCH_PATH", dispatch_path.into());
         env.insert("JUJU_HOOK_NAME", hook_name.clone());
         env.insert("JUJU_UNIT_NAME", UNIT.into());
         env.insert("JUJU_MODEL_NAME", MODEL.into());
-        env.insert("JUJU_MODEL_UUID", self.world.lock().unwrap().model_uuid.clone());
+        env.insert(
+            "JUJU_MODEL_UUID",
+            self.world.lock().unwrap().model_uuid.clone(),
+        );
         env.insert("JUJU_VERSION", "3.6.25".into());
         env.insert("JUJU_CHARM_DIR", charm.clone());
         env.insert("CHARM_DIR", charm.clone());
         env.insert("JUJU_CONTEXT_ID", context_id.clone());
-        env.insert("JUJU_AGENT_SOCKET_ADDRESS", self.agent.socket().display().to_string());
+        env.insert(
+            "JUJU_AGENT_SOCKET_ADDRESS",
+            self.agent.socket().display().to_string(),
+        );
         env.insert("JUJU_AGENT_SOCKET_NETWORK", "unix".into());
-        env.insert("CHARM_CONTAINERS_DIR", self.containers().display().to_string());
+        env.insert(
+            "CHARM_CONTAINERS_DIR",
+            self.containers().display().to_string(),
+        );
         if let Some(c) = hook_name.strip_suffix("-pebble-ready") {
             env.insert("JUJU_WORKLOAD_NAME", c.into());
         }
@@ -143,7 +169,8 @@ impl Unit {
         } else {
             session.discard();
         }
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
         (code, text)
     }
 
@@ -168,17 +195,32 @@ fn sentinel_pebble_ready_defers_until_the_leader_commits_the_databag() {
 
     let (code, out) = unit.hook("hooks/sentinel-pebble-ready");
     assert_eq!(code, 0, "{out}");
-    assert_eq!(unit.status(), StatusValue::waiting("Databag has not been populated"));
+    assert_eq!(
+        unit.status(),
+        StatusValue::waiting("Databag has not been populated")
+    );
     assert_eq!(unit.notices(), 1, "the event is deferred");
 
     let (code, out) = unit.hook("hooks/leader-elected");
     assert_eq!(code, 0, "{out}");
-    assert_eq!(unit.notices(), 1, "the deferred event re-ran before the databag was committed");
-    let peer = unit.world.lock().unwrap().peer_relation_id(APP, "redis-peers").unwrap();
+    assert_eq!(
+        unit.notices(),
+        1,
+        "the deferred event re-ran before the databag was committed"
+    );
+    let peer = unit
+        .world
+        .lock()
+        .unwrap()
+        .peer_relation_id(APP, "redis-peers")
+        .unwrap();
     let bag = unit.world.lock().unwrap().relation_data(peer, APP);
     assert_eq!(bag["leader-host"], FQDN);
     let sentinel_pw = bag["sentinel-password"].clone();
-    assert!(!out.contains(&sentinel_pw) && !out.contains(&bag["redis-password"]), "no secret in the hook output");
+    assert!(
+        !out.contains(&sentinel_pw) && !out.contains(&bag["redis-password"]),
+        "no secret in the hook output"
+    );
 
     let (code, out) = unit.hook("hooks/config-changed");
     assert_eq!(code, 0, "{out}");
@@ -193,9 +235,16 @@ fn sentinel_pebble_ready_defers_until_the_leader_commits_the_databag() {
     let dir_meta = std::fs::metadata(root.join("etc/redis-server")).unwrap();
     assert_eq!(dir_meta.permissions().mode() & 0o777, 0o750);
     let meta = std::fs::metadata(&conf_path).unwrap();
-    assert_eq!(meta.permissions().mode() & 0o022, 0, "nobody but redis may write it");
+    assert_eq!(
+        meta.permissions().mode() & 0o022,
+        0,
+        "nobody but redis may write it"
+    );
     let conf = std::fs::read_to_string(&conf_path).unwrap();
-    assert!(conf.contains(&format!("sentinel monitor redis-k8s {FQDN} 6379 1")), "{conf}");
+    assert!(
+        conf.contains(&format!("sentinel monitor redis-k8s {FQDN} 6379 1")),
+        "{conf}"
+    );
     let client = PebbleClient::new(unit.containers().join("sentinel/pebble.socket"));
     let plan = client.get_plan().unwrap();
     assert_eq!(
@@ -231,6 +280,9 @@ fn a_missing_context_variable_is_one_clear_error_line() {
 
 fn nix_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use redis_k8s::ops::framework::{
-    handle_path, pick_status, Charm, EventHandle, FileStorage, Framework, HandlerResult, JujuStorage,
-    Observers, Storage, StoredData,
+    handle_path, pick_status, Charm, EventHandle, FileStorage, Framework, HandlerResult,
+    JujuStorage, Observers, Storage, StoredData,
 };
 use redis_k8s::ops::hookcmds::{HookTools, StatusName, StatusValue};
 use redis_k8s::ops::testing::harness::Scenario;
@@ -24,7 +24,10 @@ fn calls() -> Vec<(String, String, bool)> {
 }
 
 fn record(who: &str, ev: &EventHandle) {
-    CALLS.with(|c| c.borrow_mut().push((who.to_string(), ev.path.clone(), ev.redelivered)));
+    CALLS.with(|c| {
+        c.borrow_mut()
+            .push((who.to_string(), ev.path.clone(), ev.redelivered))
+    });
 }
 
 /// A toy charm: `Toy` with a `Sub[sub]` object. Handlers defer while config `ready` is false.
@@ -124,30 +127,49 @@ fn deferred_events_rerun_first_in_order_until_they_succeed() {
     let mut s = Scenario::new(w.clone(), "toy/0", dir.path(), &pebble);
     calls();
 
-    let r = s.run::<Toy>("hooks/config-changed", HookInfo::default()).unwrap();
+    let r = s
+        .run::<Toy>("hooks/config-changed", HookInfo::default())
+        .unwrap();
     assert!(r.error.is_none());
-    assert_eq!(calls(), vec![("sub".into(), "Toy/on/config_changed[1]".into(), false)]);
+    assert_eq!(
+        calls(),
+        vec![("sub".into(), "Toy/on/config_changed[1]".into(), false)]
+    );
     assert_eq!(s.state.stored.notices.len(), 1);
     assert_eq!(s.state.stored.notices[0].observer_path, "Toy/Sub[sub]");
     assert_eq!(s.state.stored.notices[0].method_name, "_on_config");
-    assert_eq!(w.lock().unwrap().unit_status("toy/0"), StatusValue::waiting("not ready"));
+    assert_eq!(
+        w.lock().unwrap().unit_status("toy/0"),
+        StatusValue::waiting("not ready")
+    );
 
     // The next dispatch re-emits the deferred event first (deferred again), then the new one.
-    s.run::<Toy>("hooks/update-status", HookInfo::default()).unwrap();
+    s.run::<Toy>("hooks/update-status", HookInfo::default())
+        .unwrap();
     let c = calls();
-    assert_eq!(c[0], ("sub".into(), "Toy/on/config_changed[1]".into(), true));
+    assert_eq!(
+        c[0],
+        ("sub".into(), "Toy/on/config_changed[1]".into(), true)
+    );
     assert_eq!(c[1].0, "toy");
     assert!(c[1].1.starts_with("Toy/on/update_status["));
     assert_eq!(s.state.stored.notices.len(), 1);
 
     // Once it can finish, the deferred notice runs one last time and is gone.
     set_ready(&w, true);
-    s.run::<Toy>("hooks/update-status", HookInfo::default()).unwrap();
+    s.run::<Toy>("hooks/update-status", HookInfo::default())
+        .unwrap();
     let c = calls();
-    assert_eq!(c[0], ("sub".into(), "Toy/on/config_changed[1]".into(), true));
+    assert_eq!(
+        c[0],
+        ("sub".into(), "Toy/on/config_changed[1]".into(), true)
+    );
     assert!(s.state.stored.notices.is_empty());
     assert!(!s.state.stored.snapshots.keys().any(|k| k.contains("/on/")));
-    assert_eq!(w.lock().unwrap().unit_status("toy/0"), StatusValue::active("fine"));
+    assert_eq!(
+        w.lock().unwrap().unit_status("toy/0"),
+        StatusValue::active("fine")
+    );
 }
 
 #[test]
@@ -157,8 +179,10 @@ fn a_duplicate_of_a_deferred_event_is_not_queued_twice() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Scenario::new(w, "toy/0", dir.path(), &pebble);
     calls();
-    s.run::<Toy>("hooks/config-changed", HookInfo::default()).unwrap();
-    s.run::<Toy>("hooks/config-changed", HookInfo::default()).unwrap();
+    s.run::<Toy>("hooks/config-changed", HookInfo::default())
+        .unwrap();
+    s.run::<Toy>("hooks/config-changed", HookInfo::default())
+        .unwrap();
     // Second dispatch: the deferred copy runs (and defers again); the new identical event
     // is skipped for that observer, per ops's dedupe rule.
     let c = calls();
@@ -173,17 +197,26 @@ fn a_failing_handler_rolls_back_stored_state_deferrals_and_relation_writes() {
     let pebble = MemoryPebbleProvider::new(&["c"]);
     let dir = tempfile::tempdir().unwrap();
     let mut s = Scenario::new(w.clone(), "toy/0", dir.path(), &pebble);
-    s.run::<Toy>("hooks/update-status", HookInfo::default()).unwrap();
+    s.run::<Toy>("hooks/update-status", HookInfo::default())
+        .unwrap();
     let before = s.state.stored.clone();
-    let stored: u32 = serde_json::from_value(before.snapshots["Toy/StoredStateData[_stored]"].clone()).unwrap();
+    let stored: u32 =
+        serde_json::from_value(before.snapshots["Toy/StoredStateData[_stored]"].clone()).unwrap();
     assert_eq!(stored, 1);
 
     let r = s.run::<Toy>("hooks/start", HookInfo::default()).unwrap();
     let err = r.error.expect("start fails");
     assert!(err.to_string().contains("boom"), "{err}");
-    assert_eq!(s.state.stored, before, "stored state of a failed hook is not saved");
+    assert_eq!(
+        s.state.stored, before,
+        "stored state of a failed hook is not saved"
+    );
     let rel = w.lock().unwrap().peer_relation_id("toy", "peers").unwrap();
-    assert!(!w.lock().unwrap().relation_data(rel, "toy/0").contains_key("k"));
+    assert!(!w
+        .lock()
+        .unwrap()
+        .relation_data(rel, "toy/0")
+        .contains_key("k"));
 }
 
 #[test]
@@ -200,7 +233,11 @@ fn actions_cannot_be_deferred() {
         ..HookInfo::default()
     };
     let r = s.run::<Toy>("actions/do-it", hook).unwrap();
-    assert!(r.error.expect("error").to_string().contains("cannot be deferred"));
+    assert!(r
+        .error
+        .expect("error")
+        .to_string()
+        .contains("cannot be deferred"));
 }
 
 #[test]
@@ -210,7 +247,9 @@ fn unknown_events_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Scenario::new(w, "toy/0", dir.path(), &pebble);
     calls();
-    let r = s.run::<Toy>("hooks/some-future-hook", HookInfo::default()).unwrap();
+    let r = s
+        .run::<Toy>("hooks/some-future-hook", HookInfo::default())
+        .unwrap();
     assert!(r.error.is_none());
     assert!(calls().is_empty());
 }
@@ -242,10 +281,16 @@ fn file_storage_round_trips_with_a_private_mode() {
         event_count: 7,
         ..StoredData::default()
     };
-    data.snapshots.insert("Toy/StoredStateData[_stored]".into(), serde_json::json!({"a": 1}));
+    data.snapshots.insert(
+        "Toy/StoredStateData[_stored]".into(),
+        serde_json::json!({"a": 1}),
+    );
     st.save(&data).unwrap();
     assert_eq!(st.load().unwrap(), data);
-    let mode = std::fs::metadata(dir.path().join(".unit-state.json")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.path().join(".unit-state.json"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     std::fs::write(dir.path().join(".unit-state.json"), b"{not json").unwrap();
     assert!(st.load().is_err());
@@ -263,7 +308,8 @@ fn juju_storage_uses_state_set_and_commits_only_on_success() {
         observer_path: "Toy/Sub[sub]".into(),
         method_name: "_on_config".into(),
     });
-    data.snapshots.insert("Toy/on/config_changed[1]".into(), serde_json::json!({}));
+    data.snapshots
+        .insert("Toy/on/config_changed[1]".into(), serde_json::json!({}));
 
     // Discarded hook: nothing reaches the controller.
     let session = World::session(&w, "toy/0", HookInfo::default());
@@ -273,7 +319,10 @@ fn juju_storage_uses_state_set_and_commits_only_on_success() {
 
     let session = World::session(&w, "toy/0", HookInfo::default());
     JujuStorage::new(&session).save(&data).unwrap();
-    assert!(session.state_get().unwrap().contains_key("#notices#"), "reads see pending state");
+    assert!(
+        session.state_get().unwrap().contains_key("#notices#"),
+        "reads see pending state"
+    );
     session.commit().unwrap();
     let session = World::session(&w, "toy/0", HookInfo::default());
     assert_eq!(JujuStorage::new(&session).load().unwrap(), data);

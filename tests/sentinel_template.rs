@@ -26,7 +26,10 @@ fn sentinel_binary() -> Option<&'static str> {
 }
 
 fn render(bind: &str, port: u16) -> String {
-    let tpl = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/sentinel.conf.j2")).unwrap();
+    let tpl = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/sentinel.conf.j2"),
+    )
+    .unwrap();
     redis_k8s::templates::render_str(
         "sentinel.conf",
         &tpl,
@@ -58,7 +61,12 @@ fn start(conf: &str, dir: &Path) -> Kill {
     } else {
         cmd.arg(&path);
     }
-    Kill(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+    Kill(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 #[test]
@@ -75,7 +83,10 @@ fn rendered_config_is_accepted_by_a_real_sentinel() {
         }
     };
     assert_eq!(info["name"], "redis-k8s");
-    assert_eq!(info["ip"], "localhost", "announce-hostnames keeps the hostname");
+    assert_eq!(
+        info["ip"], "localhost",
+        "announce-hostnames keeps the hostname"
+    );
     assert_eq!(info["quorum"], "2");
     // requirepass is enforced.
     assert!(RedisConn::connect("127.0.0.91", port, None)
@@ -95,10 +106,16 @@ fn a_hostname_primary_without_the_hostname_options_is_rejected_by_sentinel() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = s.0.try_wait().unwrap() {
-            assert!(!status.success(), "sentinel must refuse the hostname primary");
+            assert!(
+                !status.success(),
+                "sentinel must refuse the hostname primary"
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "sentinel accepted a hostname primary without resolve-hostnames");
+        assert!(
+            Instant::now() < deadline,
+            "sentinel accepted a hostname primary without resolve-hostnames"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

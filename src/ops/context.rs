@@ -40,25 +40,51 @@ pub enum Event {
     MeterStatusChanged,
     PreSeriesUpgrade,
     PostSeriesUpgrade,
-    RelationCreated { endpoint: String },
-    RelationJoined { endpoint: String },
-    RelationChanged { endpoint: String },
-    RelationDeparted { endpoint: String },
-    RelationBroken { endpoint: String },
-    StorageAttached { storage: String },
-    StorageDetaching { storage: String },
-    PebbleReady { container: String },
-    PebbleCustomNotice { container: String },
-    PebbleCheckFailed { container: String },
-    PebbleCheckRecovered { container: String },
+    RelationCreated {
+        endpoint: String,
+    },
+    RelationJoined {
+        endpoint: String,
+    },
+    RelationChanged {
+        endpoint: String,
+    },
+    RelationDeparted {
+        endpoint: String,
+    },
+    RelationBroken {
+        endpoint: String,
+    },
+    StorageAttached {
+        storage: String,
+    },
+    StorageDetaching {
+        storage: String,
+    },
+    PebbleReady {
+        container: String,
+    },
+    PebbleCustomNotice {
+        container: String,
+    },
+    PebbleCheckFailed {
+        container: String,
+    },
+    PebbleCheckRecovered {
+        container: String,
+    },
     SecretChanged,
     SecretRotate,
     SecretExpired,
     SecretRemove,
-    Action { name: String },
+    Action {
+        name: String,
+    },
     /// A path we do not recognise: logged and ignored (exit 0), so a newer Juju's new
     /// hook never puts the unit into error.
-    Unknown { path: String },
+    Unknown {
+        path: String,
+    },
 }
 
 const PLAIN_HOOKS: &[(&str, Event)] = &[
@@ -112,17 +138,39 @@ impl Event {
         }
         type Ctor = fn(String) -> Event;
         let suffixes: &[(&str, Ctor)] = &[
-            ("-relation-created", |endpoint| Event::RelationCreated { endpoint }),
-            ("-relation-joined", |endpoint| Event::RelationJoined { endpoint }),
-            ("-relation-changed", |endpoint| Event::RelationChanged { endpoint }),
-            ("-relation-departed", |endpoint| Event::RelationDeparted { endpoint }),
-            ("-relation-broken", |endpoint| Event::RelationBroken { endpoint }),
-            ("-storage-attached", |storage| Event::StorageAttached { storage }),
-            ("-storage-detaching", |storage| Event::StorageDetaching { storage }),
-            ("-pebble-ready", |container| Event::PebbleReady { container }),
-            ("-pebble-custom-notice", |container| Event::PebbleCustomNotice { container }),
-            ("-pebble-check-failed", |container| Event::PebbleCheckFailed { container }),
-            ("-pebble-check-recovered", |container| Event::PebbleCheckRecovered { container }),
+            ("-relation-created", |endpoint| Event::RelationCreated {
+                endpoint,
+            }),
+            ("-relation-joined", |endpoint| Event::RelationJoined {
+                endpoint,
+            }),
+            ("-relation-changed", |endpoint| Event::RelationChanged {
+                endpoint,
+            }),
+            ("-relation-departed", |endpoint| Event::RelationDeparted {
+                endpoint,
+            }),
+            ("-relation-broken", |endpoint| Event::RelationBroken {
+                endpoint,
+            }),
+            ("-storage-attached", |storage| Event::StorageAttached {
+                storage,
+            }),
+            ("-storage-detaching", |storage| Event::StorageDetaching {
+                storage,
+            }),
+            ("-pebble-ready", |container| Event::PebbleReady {
+                container,
+            }),
+            ("-pebble-custom-notice", |container| {
+                Event::PebbleCustomNotice { container }
+            }),
+            ("-pebble-check-failed", |container| {
+                Event::PebbleCheckFailed { container }
+            }),
+            ("-pebble-check-recovered", |container| {
+                Event::PebbleCheckRecovered { container }
+            }),
         ];
         suffixes.iter().find_map(|(suffix, ctor)| {
             name.strip_suffix(suffix)
@@ -140,7 +188,9 @@ impl Event {
             Event::RelationCreated { endpoint } => format!("{}_relation_created", plain(endpoint)),
             Event::RelationJoined { endpoint } => format!("{}_relation_joined", plain(endpoint)),
             Event::RelationChanged { endpoint } => format!("{}_relation_changed", plain(endpoint)),
-            Event::RelationDeparted { endpoint } => format!("{}_relation_departed", plain(endpoint)),
+            Event::RelationDeparted { endpoint } => {
+                format!("{}_relation_departed", plain(endpoint))
+            }
             Event::RelationBroken { endpoint } => format!("{}_relation_broken", plain(endpoint)),
             Event::StorageAttached { storage } => format!("{}_storage_attached", plain(storage)),
             Event::StorageDetaching { storage } => format!("{}_storage_detaching", plain(storage)),
@@ -324,13 +374,12 @@ impl JujuContext {
         let dispatch_path = non_empty_required("JUJU_DISPATCH_PATH")?;
         let event = Event::from_dispatch_path(&dispatch_path);
         let unit_name = non_empty_required("JUJU_UNIT_NAME")?;
-        let (app_name, unit_number) = split_unit_name(&unit_name).ok_or_else(|| {
-            ContextError::Invalid {
+        let (app_name, unit_number) =
+            split_unit_name(&unit_name).ok_or_else(|| ContextError::Invalid {
                 name: "JUJU_UNIT_NAME",
                 value: unit_name.clone(),
                 why: "expected <app>/<number>",
-            }
-        })?;
+            })?;
         let model_name = non_empty_required("JUJU_MODEL_NAME")?;
         let model_uuid = non_empty_required("JUJU_MODEL_UUID")?;
         let version_raw = non_empty_required("JUJU_VERSION")?;

@@ -534,7 +534,14 @@ pub fn dispatch<C: Charm>(charm: &mut C, fw: &mut Framework<'_>) -> Result<(), F
         tracing::info!(%path, "unknown event: nothing to do");
     } else {
         let snapshot = event_snapshot(fw.ctx);
-        emit(charm, fw, &observers, &event.kind(), snapshot, event.deferrable())?;
+        emit(
+            charm,
+            fw,
+            &observers,
+            &event.kind(),
+            snapshot,
+            event.deferrable(),
+        )?;
     }
     collect_status(charm, fw, &observers)
 }

@@ -3,8 +3,8 @@
 //! Nothing in here knows about Redis; it could become its own crate.
 
 pub mod context;
+pub mod framework;
 pub mod hookcmds;
+pub mod model;
 pub mod pebble;
 pub mod testing;
-pub mod framework;
-pub mod model;

@@ -61,7 +61,8 @@ impl HookError {
             || (code == 2 && lower.contains("relation") && lower.contains("not"))
         {
             HookError::RelationNotFound { tool, message }
-        } else if lower.contains("not the leader") || lower.contains("cannot write relation settings")
+        } else if lower.contains("not the leader")
+            || lower.contains("cannot write relation settings")
         {
             HookError::NotLeader { tool, message }
         } else if lower.contains("permission denied") || lower.contains("access denied") {

@@ -90,7 +90,10 @@ impl StatusName {
     pub fn settable(&self) -> bool {
         matches!(
             self,
-            StatusName::Active | StatusName::Blocked | StatusName::Maintenance | StatusName::Waiting
+            StatusName::Active
+                | StatusName::Blocked
+                | StatusName::Maintenance
+                | StatusName::Waiting
         )
     }
 }

@@ -29,17 +29,16 @@ pub enum PlanError {
 
 /// Check a layer as `POST /v1/layers` does before accepting it.
 pub fn validate_layer(label: &str, layer: &Layer) -> Result<(), PlanError> {
-    let check_override = |name: &str, value: &Option<String>, missing: PlanError| match value
-        .as_deref()
-    {
-        None | Some("") => Err(missing),
-        Some("merge") | Some("replace") => Ok(()),
-        Some(other) => Err(PlanError::BadOverride {
-            label: label.to_string(),
-            name: name.to_string(),
-            value: other.to_string(),
-        }),
-    };
+    let check_override =
+        |name: &str, value: &Option<String>, missing: PlanError| match value.as_deref() {
+            None | Some("") => Err(missing),
+            Some("merge") | Some("replace") => Ok(()),
+            Some(other) => Err(PlanError::BadOverride {
+                label: label.to_string(),
+                name: name.to_string(),
+                value: other.to_string(),
+            }),
+        };
     for (name, svc) in &layer.services {
         check_override(
             name,
@@ -93,8 +92,12 @@ fn merge_service(base: &mut Service, overlay: &Service) {
     base.after.extend(overlay.after.iter().cloned());
     base.before.extend(overlay.before.iter().cloned());
     base.requires.extend(overlay.requires.iter().cloned());
-    base.environment
-        .extend(overlay.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
+    base.environment.extend(
+        overlay
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     set(&mut base.user, &overlay.user);
     set(&mut base.user_id, &overlay.user_id);
     set(&mut base.group, &overlay.group);

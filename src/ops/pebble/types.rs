@@ -254,7 +254,11 @@ impl Change {
             Some(err) if !err.is_empty() => Err(super::PebbleError::ChangeFailed {
                 change_id: self.id.clone(),
                 err: err.to_string(),
-                logs: self.tasks.iter().flat_map(|t| t.log.iter().cloned()).collect(),
+                logs: self
+                    .tasks
+                    .iter()
+                    .flat_map(|t| t.log.iter().cloned())
+                    .collect(),
             }),
             _ => Ok(self),
         }

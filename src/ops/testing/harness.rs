@@ -37,7 +37,12 @@ pub struct Scenario<'p> {
 }
 
 impl<'p> Scenario<'p> {
-    pub fn new(world: Arc<Mutex<World>>, unit: &str, charm_dir: &Path, pebble: &'p dyn PebbleProvider) -> Self {
+    pub fn new(
+        world: Arc<Mutex<World>>,
+        unit: &str,
+        charm_dir: &Path,
+        pebble: &'p dyn PebbleProvider,
+    ) -> Self {
         Self {
             world,
             unit: unit.to_string(),
@@ -68,7 +73,10 @@ impl<'p> Scenario<'p> {
             set("JUJU_RELATION", endpoint);
             set("JUJU_RELATION_ID", &format!("{endpoint}:{id}"));
             set("JUJU_REMOTE_APP", hook.remote_app.as_deref().unwrap_or(""));
-            set("JUJU_REMOTE_UNIT", hook.remote_unit.as_deref().unwrap_or(""));
+            set(
+                "JUJU_REMOTE_UNIT",
+                hook.remote_unit.as_deref().unwrap_or(""),
+            );
             if let Some(d) = &hook.departing_unit {
                 set("JUJU_DEPARTING_UNIT", d);
             }
@@ -88,7 +96,11 @@ impl<'p> Scenario<'p> {
 
     /// Run one event through charm `C`; commit the session and keep stored state only if
     /// the dispatch succeeded, exactly as a real hook exit code decides.
-    pub fn run<C: Charm + Default>(&mut self, dispatch_path: &str, hook: HookInfo) -> Result<RunResult, ContextError> {
+    pub fn run<C: Charm + Default>(
+        &mut self,
+        dispatch_path: &str,
+        hook: HookInfo,
+    ) -> Result<RunResult, ContextError> {
         let env = self.env(dispatch_path, &hook);
         let ctx = JujuContext::from_map(&env)?;
         let session = World::session(&self.world, &self.unit, hook);

@@ -1349,12 +1349,12 @@ trait OptAfter {
 }
 impl OptAfter for Option<&str> {
     fn is_none_or_before(&self, t: &str) -> bool {
-        self.is_none_or(|after| {
-            match (parse_rfc3339_nanos(after), parse_rfc3339_nanos(t)) {
+        self.is_none_or(
+            |after| match (parse_rfc3339_nanos(after), parse_rfc3339_nanos(t)) {
                 (Some(a), Some(b)) => b > a,
                 _ => t > after,
-            }
-        })
+            },
+        )
     }
 }
 
