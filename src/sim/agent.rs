@@ -109,10 +109,13 @@ impl AgentServer {
 impl Drop for AgentServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept so the thread sees the flag.
-        let _ = UnixStream::connect(&self.socket);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        // Wake the blocking accept so the thread sees the flag. If the socket file is
+        // already gone (its directory was removed first), the thread cannot be woken:
+        // leave it parked in accept rather than hang here.
+        if UnixStream::connect(&self.socket).is_ok() {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
         }
         let _ = std::fs::remove_file(&self.socket);
     }

@@ -28,6 +28,8 @@ const MAX_LOG_BYTES: usize = 131_071;
 pub struct ProcessHookTools {
     /// `PATH` for the tools (tests point it at a dir of fakes); `None` = inherit.
     path: Option<OsString>,
+    /// Extra environment for the tools (tests: the agent socket and context id).
+    envs: Vec<(OsString, OsString)>,
     calls: AtomicU64,
 }
 
@@ -66,8 +68,14 @@ impl ProcessHookTools {
     pub fn with_path(path: impl Into<OsString>) -> Self {
         Self {
             path: Some(path.into()),
-            calls: AtomicU64::new(0),
+            ..Self::default()
         }
+    }
+
+    /// Also set `key=value` in the tools' environment (builder style).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
     }
 
     /// How many tool processes this instance has started.
@@ -91,6 +99,7 @@ impl ProcessHookTools {
             // std looks the program up in the child's PATH when it was changed.
             cmd.env("PATH", p);
         }
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().map_err(|e| spawn_err(tool, e))?;
         if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
             // A tool that exits early closes the pipe; its exit status tells the story.
