@@ -64,7 +64,7 @@ impl Charm for RedisK8sCharm {
             "redis_pebble_ready",
             &root,
             "_redis_pebble_ready",
-            |c, fw, ev| redis_server::on_pebble_ready(c, fw, ev),
+            redis_server::on_pebble_ready,
         );
         o.observe("config_changed", &root, "_config_changed", |c, fw, ev| {
             c.on_config_changed(fw, ev)

@@ -116,20 +116,18 @@ pub fn converge(
             replicaof,
         },
     )?;
-    for (dir, mode) in [(LOG_DIR, 0o770)] {
-        let made = pebble.make_dir(
-            dir,
-            &MakeDirOptions {
-                make_parents: true,
-                permissions: Some(mode),
-                user: Some(REDIS_USER.into()),
-                group: Some(REDIS_USER.into()),
-                ..MakeDirOptions::default()
-            },
-        );
-        if let Err(e) = made {
-            return Ok(pebble_outcome(REDIS_CONTAINER, &e));
-        }
+    let log_dir = pebble.make_dir(
+        LOG_DIR,
+        &MakeDirOptions {
+            make_parents: true,
+            permissions: Some(0o770),
+            user: Some(REDIS_USER.into()),
+            group: Some(REDIS_USER.into()),
+            ..MakeDirOptions::default()
+        },
+    );
+    if let Err(e) = log_dir {
+        return Ok(pebble_outcome(REDIS_CONTAINER, &e));
     }
     if let Err(e) = write_config(&*pebble, REDIS_CONFIG_PATH, &rendered) {
         return Ok(pebble_outcome(REDIS_CONTAINER, &e));

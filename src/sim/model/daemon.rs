@@ -804,8 +804,8 @@ impl Daemon {
                 );
                 if roles_ok
                     && x.interface == y.interface
-                    && ep_a.as_ref().map_or(true, |e| *e == x.name)
-                    && ep_b.as_ref().map_or(true, |e| *e == y.name)
+                    && ep_a.as_ref().is_none_or(|e| *e == x.name)
+                    && ep_b.as_ref().is_none_or(|e| *e == y.name)
                 {
                     pairs.push((x.name.clone(), y.name.clone()));
                 }

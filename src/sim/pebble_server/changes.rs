@@ -261,7 +261,7 @@ impl ChangeStore {
                 "ready" => c.status().ready(),
                 _ => !c.status().ready(),
             })
-            .filter(|c| service.map_or(true, |s| c.services.iter().any(|x| x == s)))
+            .filter(|c| service.is_none_or(|s| c.services.iter().any(|x| x == s)))
             .map(ChangeRec::to_wire)
             .collect()
     }

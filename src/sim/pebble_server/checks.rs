@@ -423,7 +423,7 @@ pub fn healthy(inner: &Inner, level: Option<&str>, names: &[String]) -> bool {
             (Some("ready"), Some(l)) => l == "ready" || l == "alive",
             (Some(w), Some(l)) => w == l,
         })
-        .all(|(n, _)| inner.checks.get(n).map_or(true, |r| r.status != "down"))
+        .all(|(n, _)| inner.checks.get(n).is_none_or(|r| r.status != "down"))
 }
 
 /// `POST /v1/checks/refresh`: run a check now and record the result.

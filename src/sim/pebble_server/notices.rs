@@ -210,7 +210,7 @@ impl NoticeStore {
             .iter()
             .filter(|n| f.types.is_empty() || f.types.contains(&n.notice_type))
             .filter(|n| f.keys.is_empty() || f.keys.contains(&n.key))
-            .filter(|n| f.after.map_or(true, |a| n.last_repeated > a))
+            .filter(|n| f.after.is_none_or(|a| n.last_repeated > a))
             .filter(|n| match f.user {
                 None => true,
                 Some(uid) => n.user_id.is_none() || n.user_id == Some(uid),
