@@ -145,7 +145,13 @@ fn install_charm(src: &Path, dispatch: &Path, dest: &Path) -> std::io::Result<()
         let ty = entry.file_type()?;
         if ty.is_dir() {
             copy_tree(&entry.path(), &dest.join(&name))?;
-        } else if name_s != "dispatch" {
+        } else if name_s == "dispatch" {
+            // Installed below.
+        } else if ty.is_symlink() {
+            // Kept as a link, as copy_tree does below the top level: a charm's `venv ->
+            // /somewhere/venv` must not be followed (fs::copy fails on a directory).
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, dest.join(&name))?;
+        } else {
             std::fs::copy(entry.path(), dest.join(&name))?;
         }
     }
@@ -1826,6 +1832,30 @@ mod tests {
         assert!(!root.join("var/log").exists());
         assert!(!root.join("etc").exists());
         assert!(!root.join("top").exists());
+    }
+
+    #[test]
+    fn install_charm_keeps_top_level_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dest, venv) = (
+            tmp.path().join("src"),
+            tmp.path().join("dest"),
+            tmp.path().join("venv"),
+        );
+        std::fs::create_dir_all(src.join("lib")).unwrap();
+        std::fs::create_dir_all(venv.join("bin")).unwrap();
+        std::fs::write(src.join("metadata.yaml"), "name: c\n").unwrap();
+        std::fs::write(src.join("dispatch"), "#!/bin/sh\n").unwrap();
+        std::fs::write(src.join("lib/x.py"), "").unwrap();
+        std::os::unix::fs::symlink(&venv, src.join("venv")).unwrap();
+        install_charm(&src, &src.join("dispatch"), &dest).unwrap();
+        assert_eq!(std::fs::read_link(dest.join("venv")).unwrap(), venv);
+        assert!(dest.join("venv/bin").is_dir());
+        assert!(dest.join("lib/x.py").is_file());
+        assert_eq!(
+            std::fs::read_to_string(dest.join("dispatch")).unwrap(),
+            "#!/bin/sh\n"
+        );
     }
 
     #[test]
