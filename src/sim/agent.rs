@@ -286,6 +286,20 @@ mod tests {
     }
 
     #[test]
+    fn dropping_after_the_socket_file_vanished_does_not_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.socket");
+        let server = AgentServer::start(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(server);
+            let _ = tx.send(());
+        });
+        assert!(rx.recv_timeout(std::time::Duration::from_secs(5)).is_ok());
+    }
+
+    #[test]
     fn stdin_is_read_only_for_file_dash() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert!(wants_stdin(&s(&["-r", "1", "--file", "-"])));

@@ -815,7 +815,7 @@ impl World {
     pub fn secret_ids(&self, app: Option<&str>) -> Vec<String> {
         self.secrets
             .values()
-            .filter(|s| app.map_or(true, |a| s.owner_app == a))
+            .filter(|s| app.is_none_or(|a| s.owner_app == a))
             .map(|s| format!("secret:{}", s.id))
             .collect()
     }

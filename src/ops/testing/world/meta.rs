@@ -156,14 +156,8 @@ impl CharmMeta {
             .ok_or_else(|| MetaError::NoMetadata(charm_dir.to_path_buf()))?;
         let cfg_path = charm_dir.join("config.yaml");
         let act_path = charm_dir.join("actions.yaml");
-        let config = match read_optional(&cfg_path)? {
-            Some(t) => t,
-            None => String::new(),
-        };
-        let actions = match read_optional(&act_path)? {
-            Some(t) => t,
-            None => String::new(),
-        };
+        let config: String = read_optional(&cfg_path)?.unwrap_or_default();
+        let actions: String = read_optional(&act_path)?.unwrap_or_default();
         CharmMeta::from_yaml(&md_text, &config, &actions).map_err(|(which, message)| {
             let path = match which {
                 0 => md_path,

@@ -108,8 +108,8 @@ fn apply_secret_op(
         } => {
             let s = secrets.get_mut(id).ok_or_else(|| missing(id))?;
             s.grants.retain(|g| {
-                let rel_match = relation_id.is_none_or_eq(g.relation_id);
-                let who_match = grantee.as_deref().map_or(true, |w| g.grantee == w);
+                let rel_match = relation_id.is_none_or(|r| r == g.relation_id);
+                let who_match = grantee.as_deref().is_none_or(|w| g.grantee == w);
                 !(rel_match && who_match)
             });
         }
@@ -135,15 +135,6 @@ fn apply_secret_op(
         }
     }
     Ok(None)
-}
-
-trait OptEq {
-    fn is_none_or_eq(&self, v: u32) -> bool;
-}
-impl OptEq for Option<u32> {
-    fn is_none_or_eq(&self, v: u32) -> bool {
-        self.map_or(true, |x| x == v)
-    }
 }
 
 /// Everything a session buffers or records.
@@ -988,7 +979,7 @@ impl HookTools for Session {
             .map(|m| {
                 m.storage
                     .keys()
-                    .filter(|k| name.map_or(true, |n| n == k.as_str()))
+                    .filter(|k| name.is_none_or(|n| n == k.as_str()))
                     .map(|k| format!("{k}/0"))
                     .collect()
             })
