@@ -1287,6 +1287,21 @@ mod tests {
     }
 
     #[test]
+    fn file_paths_are_relative_to_the_callers_cwd() {
+        let (w, rel, _) = world();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("data.yaml"), "host: h\nport: 6379\n").unwrap();
+        let s = World::session(&w, "r/0", HookInfo::default());
+        let args: Vec<String> = ["-r", &rel.to_string(), "--file", "data.yaml"]
+            .map(String::from)
+            .to_vec();
+        let out = run_tool(&s, "relation-set", &args, b"", dir.path());
+        assert_eq!(out.code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+        let bag = s.relation_get(rel, "r/0", false).unwrap();
+        assert_eq!((bag["host"].as_str(), bag["port"].as_str()), ("h", "6379"));
+    }
+
+    #[test]
     fn secrets_through_the_cli() {
         let (w, rel, _) = world();
         let dir = tempfile::tempdir().unwrap();

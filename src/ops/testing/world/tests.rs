@@ -484,3 +484,26 @@ fn repo_charm_metadata_loads() {
     assert!(m.peers.contains_key("redis-peers"));
     assert_eq!(m.storage["database"], "/var/lib/redis");
 }
+
+#[test]
+fn revoking_a_grant_takes_access_away() {
+    let f = fixture();
+    let uri = f
+        .world
+        .lock()
+        .unwrap()
+        .add_secret("redis-k8s", map(&[("pass", "y")]), None);
+    let owner = session(&f, "redis-k8s/0");
+    owner.secret_grant(&uri, f.rel, None).unwrap();
+    owner.commit().unwrap();
+    assert!(session(&f, "client/0")
+        .secret_get(&SecretQuery::by_id(&uri))
+        .is_ok());
+    let owner = session(&f, "redis-k8s/0");
+    owner.secret_revoke(&uri, Some(f.rel), None, None).unwrap();
+    owner.commit().unwrap();
+    assert!(matches!(
+        session(&f, "client/0").secret_get(&SecretQuery::by_id(&uri)),
+        Err(HookError::PermissionDenied { .. })
+    ));
+}
