@@ -88,6 +88,11 @@ fn rendered_config_is_accepted_by_a_real_sentinel() {
         "announce-hostnames keeps the hostname"
     );
     assert_eq!(info["quorum"], "2");
+    // One sentinel cannot reach a quorum of 2: CKQUORUM says so (false, not an error).
+    assert!(
+        !redis_k8s::sentinel::Sentinel::in_majority("127.0.0.91", "sentinelpw", "redis-k8s")
+            .unwrap()
+    );
     // requirepass is enforced.
     assert!(RedisConn::connect("127.0.0.91", port, None)
         .and_then(|mut c| c.command_string(&["SENTINEL", "MASTERS"]))
