@@ -130,6 +130,13 @@ impl Charm for RedisK8sCharm {
             "_sentinel_pebble_ready",
             sentinel::on_pebble_ready,
         );
+        // Sentinel's client-reconfig-script records a notice on every switch of primary.
+        o.observe(
+            "sentinel_pebble_custom_notice",
+            &sentinel_path,
+            "_on_primary_changed",
+            sentinel::on_custom_notice,
+        );
     }
 }
 
@@ -293,6 +300,9 @@ impl RedisK8sCharm {
         self.on_peer_changed(fw, ev)
     }
 
+    /// Health, and the leader's periodic refresh of `leader-host`: the fallback of the
+    /// event-driven primary tracking ([`sentinel::on_custom_notice`]) on Juju before 3.6.25,
+    /// which does not deliver the `redis` user's notices, and after a lost notice.
     fn on_update_status(&mut self, fw: &mut Framework<'_>, _ev: &mut EventHandle) -> HandlerResult {
         if self.config(fw).is_err() {
             return Ok(());

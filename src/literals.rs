@@ -15,6 +15,13 @@ pub const EXPORTER_PORT: u16 = 9121;
 pub const CONFIG_DIR: &str = "/etc/redis-server";
 pub const REDIS_CONFIG_PATH: &str = "/etc/redis-server/redis.conf";
 pub const SENTINEL_CONFIG_PATH: &str = "/etc/redis-server/sentinel.conf";
+/// Sentinel's `client-reconfig-script` in the sentinel container: records
+/// [`PRIMARY_CHANGED_NOTICE`] on every switch of primary.
+pub const NOTIFY_PRIMARY_SCRIPT_PATH: &str = "/etc/redis-server/notify-primary.sh";
+/// The Pebble custom notice key of a switch of primary (Pebble's `example.com/path` form).
+pub const PRIMARY_CHANGED_NOTICE: &str = "redis-k8s.charm/primary-changed";
+/// Where Juju puts the pebble binary in every workload container.
+pub const CHARM_PEBBLE_BIN: &str = "/charm/bin/pebble";
 pub const DATA_DIR: &str = "/var/lib/redis";
 pub const LOG_DIR: &str = "/var/log/redis";
 pub const LOG_FILE: &str = "/var/log/redis/redis-server.log";

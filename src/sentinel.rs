@@ -5,17 +5,26 @@
 //! deferring when it cannot finish) with two fixes: the hostname options precede
 //! `sentinel monitor` (a real sentinel rejects a hostname primary otherwise), and once
 //! sentinel runs the charm no longer overwrites the file sentinel rewrites itself.
+//!
+//! # Event-driven primary tracking
+//! `sentinel.conf` names a `client-reconfig-script` ([`NOTIFY_PRIMARY_SCRIPT_PATH`], pushed
+//! with the config) that Sentinel runs on every sentinel after a switch of primary. It records
+//! the Pebble custom notice [`PRIMARY_CHANGED_NOTICE`]; Juju turns it into a
+//! `sentinel-pebble-custom-notice` hook, where [`on_custom_notice`] makes the leader update
+//! `leader-host` in the peer and client relation data at once, instead of at the next
+//! update-status.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::charm::{own_address, Outcome, RedisK8sCharm};
+use crate::client_relation;
 use crate::literals::*;
 use crate::ops::framework::{EventHandle, Framework, HandlerError, HandlerResult};
 use crate::ops::pebble::{Layer, MakeDirOptions, Pebble, PebbleError, PushOptions, Service};
 use crate::primary::{ask_sentinels, SentinelView};
-use crate::redis_client::{RedisCallError, RedisConn};
+use crate::redis_client::{value_to_string, RedisCallError, RedisConn};
 use crate::templates;
 
 /// Marker for the Sentinel object; its state lives in the framework.
@@ -80,6 +89,101 @@ pub struct SentinelConfig<'a> {
     pub master_password: Option<&'a str>,
     pub sentinel_password: &'a str,
     pub log_level: &'a str,
+}
+
+/// What the charm renders `sentinel.conf.j2` with: the template inputs plus the
+/// `client-reconfig-script` path (optional in the template, so the file can be rendered for a
+/// sentinel that has no script installed).
+#[derive(Serialize)]
+struct SentinelConfFile<'a> {
+    #[serde(flatten)]
+    config: SentinelConfig<'a>,
+    client_reconfig_script: &'a str,
+}
+
+/// The `client-reconfig-script` (POSIX sh). Sentinel runs it as `redis` with
+/// `<master-name> <role> <state> <from-ip> <from-port> <to-ip> <to-port>` on every sentinel
+/// after a switch of primary. It records [`PRIMARY_CHANGED_NOTICE`] (with the new primary as
+/// `to`) through the pebble binary Juju mounts into every workload container, and always exits
+/// 0: Sentinel retries a failing script, and a retry would not fix a missing Pebble.
+pub fn notify_primary_script() -> String {
+    format!(
+        r#"#!/bin/sh
+# Installed by the redis-k8s charm as Sentinel's client-reconfig-script. Sentinel runs it
+# after every switch of primary with:
+#   <master-name> <role> <state> <from-ip> <from-port> <to-ip> <to-port>
+# It records a Pebble custom notice so the charm updates the relation data at once.
+# It always exits 0: Sentinel retries a script that fails.
+PEBBLE_SOCKET="${{PEBBLE_SOCKET:-/charm/container/pebble.socket}}"
+export PEBBLE_SOCKET
+pebble="${{PEBBLE_BIN:-{bin}}}"
+if [ -n "$6" ]; then
+    "$pebble" notify {key} "to=$6" >/dev/null || :
+else
+    "$pebble" notify {key} >/dev/null || :
+fi
+exit 0
+"#,
+        bin = CHARM_PEBBLE_BIN,
+        key = PRIMARY_CHANGED_NOTICE,
+    )
+}
+
+/// Push [`notify_primary_script`] to [`NOTIFY_PRIMARY_SCRIPT_PATH`] (0750, redis: Sentinel
+/// runs it as redis and refuses a script it cannot execute). The config dir must exist.
+pub fn push_notify_script(pebble: &dyn Pebble) -> Result<(), PebbleError> {
+    pebble.push(
+        NOTIFY_PRIMARY_SCRIPT_PATH,
+        notify_primary_script().as_bytes(),
+        &PushOptions {
+            permissions: Some(0o750),
+            user: Some(REDIS_USER.into()),
+            group: Some(REDIS_USER.into()),
+            ..PushOptions::default()
+        },
+    )
+}
+
+/// `sentinel_pebble_custom_notice`: on [`PRIMARY_CHANGED_NOTICE`] (Sentinel switched the
+/// primary) the leader records the new primary in the peer and client relation data at once,
+/// and every unit converges its Redis role (a replica follows by `REPLICAOF` at runtime).
+/// Other notice keys are ignored.
+///
+/// Juju version: the notice is recorded by the `redis` user (Sentinel runs the script).
+/// Juju delivers notices of non-root users only from 3.6.25 / 4.0.13
+/// ([`crate::ops::context::JujuVersion::notices_from_all_users`]); the charm assumes only
+/// `juju >= 3.4` (custom notices), so on older Juju this hook never comes and the leader
+/// catches up at update-status (`RedisK8sCharm::on_update_status`), the fallback that also
+/// covers a lost notice.
+pub fn on_custom_notice(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+    ev: &mut EventHandle,
+) -> HandlerResult {
+    if ev.notice_key() != Some(PRIMARY_CHANGED_NOTICE) {
+        tracing::debug!(key = ?ev.notice_key(), "ignoring custom notice");
+        return Ok(());
+    }
+    if charm.config(fw).is_err() {
+        return Ok(());
+    }
+    if fw.model().is_leader()? {
+        refresh_leader_host(charm, fw)?;
+        client_relation::publish(charm, fw)?;
+    }
+    match crate::redis_server::converge(charm, fw)? {
+        // The status says the role right away (a health answer never defers the event).
+        Outcome::Done => {
+            let health = crate::redis_server::health(charm, fw)?;
+            charm.report(health);
+        }
+        other => {
+            if charm.report(other) {
+                ev.defer();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `sentinel_pebble_ready`: converge; defer when it could not finish.
@@ -178,25 +282,40 @@ pub fn converge(
         return Ok(Outcome::Waiting("Failover in progress".into()));
     };
     let quorum = Sentinel::expected_quorum(fw.model().planned_units()?);
+    if !fw.ctx.version.notices_from_all_users() {
+        tracing::info!(
+            juju = %fw.ctx.version,
+            "Juju before 3.6.25 does not deliver Sentinel's notices; leader-host follows a \
+             failover at update-status"
+        );
+    }
+    let config = SentinelConfig {
+        hostname: &topo.fqdn,
+        bind: &topo.bind,
+        master_name: &fw.ctx.app_name,
+        sentinel_port: SENTINEL_PORT,
+        redis_master: &primary,
+        redis_port: REDIS_PORT,
+        quorum,
+        down_after_ms: cfg.down_after_ms,
+        failover_timeout_ms: cfg.failover_timeout_ms,
+        master_password: topo.peer.admin_password(),
+        sentinel_password: topo.peer.sentinel_password.as_deref().unwrap_or_default(),
+        log_level: cfg.log_level.as_str(),
+    };
     let rendered = templates::render(
         &fw.ctx.charm_dir,
         "sentinel.conf",
-        SentinelConfig {
-            hostname: &topo.fqdn,
-            bind: &topo.bind,
-            master_name: &fw.ctx.app_name,
-            sentinel_port: SENTINEL_PORT,
-            redis_master: &primary,
-            redis_port: REDIS_PORT,
-            quorum,
-            down_after_ms: cfg.down_after_ms,
-            failover_timeout_ms: cfg.failover_timeout_ms,
-            master_password: topo.peer.admin_password(),
-            sentinel_password: topo.peer.sentinel_password.as_deref().unwrap_or_default(),
-            log_level: cfg.log_level.as_str(),
+        SentinelConfFile {
+            config,
+            client_reconfig_script: NOTIFY_PRIMARY_SCRIPT_PATH,
         },
     )?;
     if let Err(e) = write_config(&*pebble, SENTINEL_CONFIG_PATH, &rendered) {
+        return Ok(pebble_outcome(SENTINEL_CONTAINER, &e));
+    }
+    // Before sentinel starts: it refuses a config whose script is missing.
+    if let Err(e) = push_notify_script(&*pebble) {
         return Ok(pebble_outcome(SENTINEL_CONTAINER, &e));
     }
     if !planned {
@@ -257,7 +376,7 @@ fn keep_quorum_current(fw: &Framework<'_>, topo: &crate::charm::Topology, planne
 }
 
 /// Leader: record the primary that our sentinel reports in `leader-host` (peer app data),
-/// unless sentinel reports it down or a failover is running.
+/// unless it is not settled (see [`publishable_primary`]).
 pub fn refresh_leader_host(
     charm: &mut RedisK8sCharm,
     fw: &mut Framework<'_>,
@@ -267,30 +386,132 @@ pub fn refresh_leader_host(
     else {
         return Ok(());
     };
-    let info = match Sentinel::master_info(&own_address(&topo), password, &fw.ctx.app_name) {
-        Ok(info) => info,
+    let app = fw.ctx.app_name.clone();
+    let asked =
+        RedisConn::connect(&own_address(&topo), SENTINEL_PORT, Some(password)).and_then(|mut c| {
+            let info = c.sentinel_master(&app)?;
+            // Only during a failover does the current address differ from `ip`.
+            let current = if flags_of(&info).contains(&"failover_in_progress") {
+                match c.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", &app])? {
+                    redis::Value::Array(items) if !items.is_empty() => {
+                        Some(value_to_string(&items[0]))
+                    }
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            Ok((info, current))
+        });
+    let (info, current) = match asked {
+        Ok(answer) => answer,
         Err(e) => {
             tracing::debug!(error = %e, "local sentinel not answering; keeping leader-host");
             return Ok(());
         }
     };
-    let flags = info.get("flags").cloned().unwrap_or_default();
-    if flags.contains("s_down")
-        || flags.contains("o_down")
-        || flags.contains("failover_in_progress")
-    {
-        tracing::info!(%flags, "primary not settled; keeping leader-host");
-        return Ok(());
-    }
-    let Some(ip) = info.get("ip").filter(|h| crate::peers::is_hostname(h)) else {
+    let Some(primary) = publishable_primary(&info, current.as_deref()) else {
+        tracing::info!(flags = ?info.get("flags"), "primary not settled; keeping leader-host");
         return Ok(());
     };
-    if topo.peer.leader_host.as_deref() != Some(ip.as_str()) {
+    if topo.peer.leader_host.as_deref() != Some(primary.as_str()) {
         let mut changes = BTreeMap::new();
-        changes.insert(KEY_LEADER_HOST.to_string(), ip.clone());
+        changes.insert(KEY_LEADER_HOST.to_string(), primary.clone());
         fw.model().update_relation_data(rel, true, &changes)?;
-        tracing::info!(primary = %ip, "primary changed; updated leader-host");
+        tracing::info!(%primary, "primary changed; updated leader-host");
         charm.invalidate_topology();
     }
     Ok(())
+}
+
+fn flags_of(info: &BTreeMap<String, String>) -> Vec<&str> {
+    info.get("flags")
+        .map(|f| f.split(',').collect())
+        .unwrap_or_default()
+}
+
+/// The primary to publish, from our sentinel's `SENTINEL MASTER` answer and, during a
+/// failover, its `SENTINEL GET-MASTER-ADDR-BY-NAME` answer (`current`).
+///
+/// - No failover, primary up: its address.
+/// - Primary subjectively or objectively down, no failover: nothing (keep the record).
+/// - Failover running: Sentinel answers GET-MASTER-ADDR-BY-NAME with the promoted replica
+///   once it has turned primary (state reconf-slaves and later), which is when the failover
+///   leader runs the client-reconfig-script; from then on the switch cannot be undone, so
+///   that address is published. Before the promotion it still names the old primary:
+///   nothing.
+///
+/// Only hostnames are published (Sentinel announces hostnames here).
+pub fn publishable_primary(
+    info: &BTreeMap<String, String>,
+    current: Option<&str>,
+) -> Option<String> {
+    let flags = flags_of(info);
+    let ip = info.get("ip").map(String::as_str);
+    let host = if flags.contains(&"failover_in_progress") {
+        current.filter(|c| Some(*c) != ip)?
+    } else if flags.contains(&"s_down") || flags.contains(&"o_down") {
+        return None;
+    } else {
+        ip?
+    };
+    crate::peers::is_hostname(host).then(|| host.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(ip: &str, flags: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("ip".to_string(), ip.to_string()),
+            ("flags".to_string(), flags.to_string()),
+        ])
+    }
+
+    #[test]
+    fn a_settled_primary_is_published() {
+        assert_eq!(
+            publishable_primary(&info("a.svc", "master"), None).as_deref(),
+            Some("a.svc")
+        );
+    }
+
+    #[test]
+    fn a_down_primary_without_failover_is_not() {
+        assert_eq!(
+            publishable_primary(&info("a.svc", "master,s_down"), None),
+            None
+        );
+        assert_eq!(
+            publishable_primary(&info("a.svc", "master,s_down,o_down"), None),
+            None
+        );
+    }
+
+    #[test]
+    fn during_a_failover_only_a_promoted_replica_is_published() {
+        let failing = info("a.svc", "master,s_down,o_down,failover_in_progress");
+        assert_eq!(publishable_primary(&failing, Some("a.svc")), None);
+        assert_eq!(publishable_primary(&failing, None), None);
+        assert_eq!(
+            publishable_primary(&failing, Some("b.svc")).as_deref(),
+            Some("b.svc")
+        );
+    }
+
+    #[test]
+    fn junk_is_not_published() {
+        assert_eq!(publishable_primary(&info("a b", "master"), None), None);
+        assert_eq!(publishable_primary(&BTreeMap::new(), None), None);
+    }
+
+    #[test]
+    fn the_script_notifies_and_always_succeeds() {
+        let s = notify_primary_script();
+        assert!(s.starts_with("#!/bin/sh\n"));
+        assert!(s.contains("${PEBBLE_BIN:-/charm/bin/pebble}"));
+        assert!(s.contains("notify redis-k8s.charm/primary-changed \"to=$6\""));
+        assert!(s.trim_end().ends_with("exit 0"));
+    }
 }
