@@ -395,7 +395,9 @@ fn run(cli: Cli) -> CliResult<i32> {
         } => {
             // Check what can be checked before anything starts running.
             let charm = CharmInfo::load(&charm_dir).map_err(|e| CliError::Op(e.to_string()))?;
-            resolve_dispatch(&charm, dispatch.as_deref()).map_err(CliError::Op)?;
+            let resolved = resolve_dispatch(&charm, dispatch.as_deref()).map_err(CliError::Op)?;
+            // The daemon runs in the model dir: a relative `--dispatch` means the caller's cwd.
+            let dispatch = dispatch.map(|_| resolved.display().to_string());
             let subnet = match subnet {
                 Some(s) => check_subnet(&s).map_err(CliError::Op)?,
                 None => default_subnet(&t.name),
