@@ -16,7 +16,7 @@ set -euo pipefail
 OPS_SPEC=${REDIS_K8S_OPS_SPEC:-"ops==2.23.6"}
 OPS_WANT=${OPS_SPEC#ops==}
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
-venv=${REDIS_K8S_OPS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/redis-k8s/ops-venv}
+venv=${REDIS_K8S_OPS_VENV:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/redis-k8s/ops-venv}
 
 log() { echo "ops-venv: $*" >&2; }
 
