@@ -3,7 +3,7 @@
 //! model speaks in its own terms.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::ops::testing::world::Session;
@@ -39,6 +39,31 @@ pub struct PebbleSpec {
     pub bind_dirs: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub log_file: PathBuf,
+    /// The unit's container dir (holding `socket`): the pod's `/charm/container`.
+    pub container_dir: Option<PathBuf>,
+    /// The pods' `/charm/bin` (see [`install_pebble_tool`]).
+    pub charm_bin_dir: Option<PathBuf>,
+}
+
+/// Put `pebble` into `bin_dir` (0755): the multi-call `tool_binary`, which answers as pebble
+/// under that name. Services running as a non-root user execute it through the
+/// `/charm/bin` bind mount, so it must not live where they cannot reach: a hard link when
+/// the binary is world-executable and on the same filesystem, else a copy. Replaced
+/// atomically (a running service may be executing the old one).
+pub fn install_pebble_tool(tool_binary: &Path, bin_dir: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(bin_dir)?;
+    std::fs::set_permissions(bin_dir, std::fs::Permissions::from_mode(0o755))?;
+    let dest = bin_dir.join("pebble");
+    let tmp = bin_dir.join(".pebble.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let world_exec = std::fs::metadata(tool_binary)?.permissions().mode() & 0o005 == 0o005;
+    if !(world_exec && std::fs::hard_link(tool_binary, &tmp).is_ok()) {
+        std::fs::copy(tool_binary, &tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    }
+    std::fs::rename(&tmp, &dest)?;
+    Ok(dest)
 }
 
 /// A custom notice seen on a container.
@@ -64,6 +89,8 @@ impl Pebble {
             bind_dirs: spec.bind_dirs,
             env: spec.env,
             log_file: Some(spec.log_file),
+            container_dir: spec.container_dir,
+            charm_bin_dir: spec.charm_bin_dir,
         })?;
         Ok(Pebble { server })
     }

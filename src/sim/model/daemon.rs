@@ -278,6 +278,8 @@ impl Daemon {
             .map_err(|e| format!("cannot listen on {}: {e}", control.display()))?;
         let tool_binary =
             std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+        super::backends::install_pebble_tool(&tool_binary, &layout.charm_bin())
+            .map_err(|e| format!("cannot install the pods' pebble: {e}"))?;
         let world = World::new(&opts.name);
         let daemon = Arc::new(Daemon {
             layout,
@@ -598,11 +600,9 @@ impl Daemon {
                 }
             }
             let env = BTreeMap::from([
+                // PEBBLE_SOCKET is the Pebble server's: /charm/container/pebble.socket when
+                // services run in the pod's mount namespace (container_dir below).
                 ("JUJU_CONTAINER_NAME".to_string(), c.name.clone()),
-                (
-                    "PEBBLE_SOCKET".to_string(),
-                    "/charm/container/pebble.socket".to_string(),
-                ),
                 (
                     "JUJU_LOCAL_MODEL_DIR".to_string(),
                     self.layout.root.display().to_string(),
@@ -621,6 +621,8 @@ impl Daemon {
                 bind_dirs,
                 env,
                 log_file: rt.dir.pebble_log(&c.name),
+                container_dir: Some(rt.dir.container(&c.name)),
+                charm_bin_dir: Some(self.layout.charm_bin()),
             };
             match Pebble::start(spec) {
                 Ok(p) => {

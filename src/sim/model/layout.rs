@@ -8,6 +8,7 @@
 //! D/model.json              name, uuid, subnet, options (written once by the daemon)
 //! D/status.json             last status snapshot (rewritten after every change)
 //! D/hosts                   the pods' /etc/hosts (rewritten in place: it is bind-mounted)
+//! D/bin/pebble              the pods' /charm/bin/pebble (this binary, answering as `pebble`)
 //! D/units/<app>-<n>/charm/  the unit's charm dir (JUJU_CHARM_DIR)
 //!                  tools/   hook-tool symlinks (first on PATH)
 //!                  containers/<c>/pebble.socket, containers/<c>/root/, containers/<c>/pebble.log
@@ -48,6 +49,10 @@ impl ModelDir {
     }
     pub fn hosts_file(&self) -> PathBuf {
         self.root.join("hosts")
+    }
+    /// Bound over the pods' `/charm/bin`: holds `pebble`.
+    pub fn charm_bin(&self) -> PathBuf {
+        self.root.join("bin")
     }
     /// `D/units/<app>-<n>` for unit `app/n`.
     pub fn unit(&self, unit: &str) -> UnitDir {

@@ -20,7 +20,10 @@
 //! the containers of a pod share its name), then drops to the service's user with `setpriv`.
 //! Not as root, services run in the host's view of the filesystem, as the daemon's user (the
 //! plan's `user` is ignored), and see host paths: a config pushed to `/etc/x` lives at
-//! `root/etc/x`.
+//! `root/etc/x`. With [`PebbleServerConfig::container_dir`] and
+//! [`PebbleServerConfig::charm_bin_dir`] set, namespaced services also see the pod's
+//! `/charm/container/pebble.socket` and `/charm/bin/pebble`, so a service (say, Sentinel's
+//! client-reconfig-script) can record a notice with `pebble notify` as it would in Juju.
 //!
 //! # Lifetimes
 //! Services are process-group leaders, are started with a parent-death signal (`setpriv
@@ -72,7 +75,21 @@ pub struct PebbleServerConfig {
     pub env: BTreeMap<String, String>,
     /// Where service stdout/stderr go (appended); else `root/var/log/pebble-services.log`.
     pub log_file: Option<PathBuf>,
+    /// The unit's container directory (the one holding `socket`), bound over
+    /// [`POD_CONTAINER_DIR`] for services when they run in mount namespaces, and then
+    /// `PEBBLE_SOCKET` names the socket there, as in a Juju pod. Services running as a
+    /// non-root user reach Pebble even when the model dir's parents are not traversable.
+    pub container_dir: Option<PathBuf>,
+    /// A directory holding a `pebble` executable, bound over [`POD_CHARM_BIN_DIR`] for
+    /// services in mount namespaces (Juju puts its pebble binary at `/charm/bin/pebble` in
+    /// every workload container). It must be traversable and executable by services' users.
+    pub charm_bin_dir: Option<PathBuf>,
 }
+
+/// Where a Juju pod mounts the container's Pebble socket directory, in every workload container.
+pub const POD_CONTAINER_DIR: &str = "/charm/container";
+/// Where a Juju pod has its `pebble` binary, in every workload container.
+pub const POD_CHARM_BIN_DIR: &str = "/charm/bin";
 
 impl PebbleServerConfig {
     fn bind_dirs(&self) -> Vec<String> {

@@ -248,10 +248,14 @@ fn build_command(
     env.insert("JUJU_CONTAINER_NAME".into(), shared.cfg.container.clone());
     let socket =
         std::path::absolute(&shared.cfg.socket).unwrap_or_else(|_| shared.cfg.socket.clone());
-    env.insert(
-        "PEBBLE_SOCKET".into(),
-        socket.to_string_lossy().into_owned(),
-    );
+    let pod_socket = shared.use_namespaces && shared.cfg.container_dir.is_some();
+    let socket_var = if pod_socket {
+        // The container dir is bound there (below), as in a Juju pod.
+        format!("{}/pebble.socket", super::POD_CONTAINER_DIR)
+    } else {
+        socket.to_string_lossy().into_owned()
+    };
+    env.insert("PEBBLE_SOCKET".into(), socket_var);
     if let Some(u) = &user_entry {
         env.insert("HOME".into(), u.home.clone());
         env.insert("USER".into(), u.name.clone());
@@ -312,6 +316,22 @@ fn build_command(
                 "mount --bind {} {}\n",
                 sh_quote(&inside.to_string_lossy()),
                 sh_quote(&format!("/{}", d.trim_start_matches('/')))
+            ));
+        }
+        let pod_dirs = [
+            (&shared.cfg.container_dir, super::POD_CONTAINER_DIR),
+            (&shared.cfg.charm_bin_dir, super::POD_CHARM_BIN_DIR),
+        ];
+        for (host_dir, mountpoint) in pod_dirs {
+            let Some(host_dir) = host_dir else { continue };
+            std::fs::create_dir_all(mountpoint).map_err(|e| {
+                format!("cannot start service: cannot create mountpoint {mountpoint}: {e}")
+            })?;
+            let host_dir = std::path::absolute(host_dir).unwrap_or_else(|_| host_dir.clone());
+            script.push_str(&format!(
+                "mount --bind {} {}\n",
+                sh_quote(&host_dir.to_string_lossy()),
+                sh_quote(mountpoint)
             ));
         }
         if let Some(h) = &shared.cfg.hosts_file {
