@@ -1,0 +1,400 @@
+//! End to end: event-driven primary tracking on the local model with real redis-server and
+//! redis-sentinel processes. Sentinel's client-reconfig-script records a Pebble notice
+//! (`/charm/bin/pebble notify` as the `redis` user), the model turns it into a
+//! `sentinel-pebble-custom-notice` hook, and the leader updates `leader-host` in the peer and
+//! the client relation data. update-status runs only every hour here, so it cannot be what
+//! updates them. The time from Sentinel's promotion (seen by polling `ROLE` on the replicas
+//! every 20 ms) to both records naming the new primary is printed and bounded generously
+//! (not a timed benchmark).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use redis_k8s::redis_client::{value_to_string, RedisConn};
+
+const JL: &str = env!("CARGO_BIN_EXE_juju-local");
+const CHARM_BIN: &str = env!("CARGO_BIN_EXE_redis-k8s");
+const APP: &str = "redis-k8s";
+const MODEL: &str = "track";
+/// Generous: the figure is printed; the bound only catches "waited for update-status".
+const BOUND: Duration = Duration::from_secs(10);
+
+/// A model directory; `down` on drop stops the daemon and every process it started.
+struct Model {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Model {
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(JL)
+            .arg("--model-dir")
+            .arg(&self.dir)
+            .args(args)
+            .env_remove("JUJU_LOCAL_DIR")
+            .output()
+            .expect("run juju-local")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert!(
+            out.status.success(),
+            "juju-local {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `show-unit <unit>` as YAML.
+    fn show(&self, unit: &str) -> serde_yaml::Value {
+        serde_yaml::from_str(&self.ok(&["show-unit", unit])).expect("show-unit yaml")
+    }
+
+    /// `leader-host` in the app data of `endpoint` as `unit` sees it (its own app's data or
+    /// the remote app's).
+    fn leader_host(&self, unit: &str, endpoint: &str) -> String {
+        let shown = self.show(unit);
+        let rel = shown[unit]["relation-info"]
+            .as_sequence()
+            .and_then(|r| r.iter().find(|r| r["endpoint"] == endpoint))
+            .cloned()
+            .unwrap_or_default();
+        rel["application-data"]["leader-host"]
+            .as_str()
+            .or_else(|| rel["remote-application-data"]["leader-host"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn is_leader(&self, unit: &str) -> bool {
+        self.show(unit)[unit]["leader"].as_bool() == Some(true)
+    }
+
+    fn action_value(&self, action: &str, key: &str) -> String {
+        let out = self.ok(&["run", &format!("{APP}/0"), action]);
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .map(|p| p.trim().trim_matches('\'').to_string())
+            .unwrap_or_else(|| panic!("{key} in the results of {action}"))
+    }
+
+    /// The end of each unit's log and sentinel output, for failure messages.
+    fn log_tail(&self) -> String {
+        let mut s = String::new();
+        for n in 0..3 {
+            for f in ["unit.log", "containers/sentinel/pebble.log"] {
+                let p = self.dir.join(format!("units/{APP}-{n}/{f}"));
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let from = lines.len().saturating_sub(25);
+                s.push_str(&format!(
+                    "--- {}\n{}\n",
+                    p.display(),
+                    lines[from..].join("\n")
+                ));
+            }
+        }
+        s
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["down"]);
+    }
+}
+
+fn unit_addr(n: usize) -> String {
+    format!("127.0.66.{}", n + 1)
+}
+
+fn fqdn(n: usize) -> String {
+    format!("{APP}-{n}.{APP}-endpoints.{MODEL}.svc.cluster.local")
+}
+
+/// `ROLE`'s first word on a unit's Redis, or `None` if it does not answer.
+fn role(n: usize, pw: &str) -> Option<String> {
+    let mut c =
+        RedisConn::connect_with_timeout(&unit_addr(n), 6379, Some(pw), Duration::from_millis(200))
+            .ok()?;
+    match c.command(&["ROLE"]).ok()? {
+        redis::Value::Array(items) if !items.is_empty() => Some(value_to_string(&items[0])),
+        _ => None,
+    }
+}
+
+/// The unit whose Redis is primary, when exactly one of `candidates` says so.
+fn primary_among(candidates: &[usize], pw: &str) -> Option<usize> {
+    let masters: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|n| role(*n, pw).as_deref() == Some("master"))
+        .collect();
+    (masters.len() == 1).then(|| masters[0])
+}
+
+/// Poll `ROLE` on `replicas` every 20 ms until one is primary; returns it and when.
+fn wait_promotion(m: &Model, replicas: &[usize], pw: &str, within: Duration) -> (usize, Instant) {
+    let deadline = Instant::now() + within;
+    loop {
+        for &n in replicas {
+            if role(n, pw).as_deref() == Some("master") {
+                return (n, Instant::now());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replica was promoted\n{}",
+            m.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait until every unit's sentinel names `primary` with no failover in progress and
+/// counts the other units as its replicas.
+fn wait_sentinels_settled(m: &Model, units: &[usize], primary: usize, sentinel_pw: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let settled = units.iter().all(|&n| {
+            RedisConn::connect(&unit_addr(n), 26379, Some(sentinel_pw))
+                .and_then(|mut c| c.sentinel_master(APP))
+                .is_ok_and(|info| {
+                    info.get("ip") == Some(&fqdn(primary))
+                        && info.get("flags").map(String::as_str) == Some("master")
+                        && info.get("num-slaves") == Some(&(units.len() - 1).to_string())
+                })
+        });
+        if settled {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sentinels never settled on {}\n{}",
+            fqdn(primary),
+            m.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Poll the peer and client `leader-host` until both name `want`; returns the delay of each
+/// after `since`, and the time of day (UTC seconds) when both did.
+fn wait_relation_data(
+    m: &Model,
+    leader: &str,
+    want: &str,
+    since: Instant,
+    within: Duration,
+) -> (Duration, Duration, f64) {
+    let deadline = since + within;
+    let (mut peer, mut client) = (None, None);
+    loop {
+        if peer.is_none() && m.leader_host(leader, "redis-peers") == want {
+            peer = Some(since.elapsed());
+        }
+        if client.is_none() && m.leader_host("client/0", "redis") == want {
+            client = Some(since.elapsed());
+        }
+        if let (Some(p), Some(c)) = (peer, client) {
+            return (p, c, now_time_of_day());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relation data did not name {want} within {within:?} (peer: {:?}, client: {:?})\n{}",
+            m.leader_host(leader, "redis-peers"),
+            m.leader_host("client/0", "redis"),
+            m.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Seconds since midnight UTC of a Pebble log line's timestamp (`2026-01-02T03:04:05.678Z`).
+fn log_time_of_day(line: &str) -> Option<f64> {
+    let t = line.split_whitespace().next()?.split_once('T')?.1;
+    let t = t.trim_end_matches('Z');
+    let mut parts = t.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+fn now_time_of_day() -> f64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (since.as_secs_f64()) % 86_400.0
+}
+
+/// When the first live sentinel logged `event` for `primary` after `after` (time of day),
+/// from the sentinels' Pebble logs: Sentinel's own view of the switch.
+fn sentinel_event_time(m: &Model, event: &str, primary: usize, after: f64) -> Option<f64> {
+    (0..3)
+        .filter_map(|n| {
+            let p = m
+                .dir
+                .join(format!("units/{APP}-{n}/containers/sentinel/pebble.log"));
+            let text = std::fs::read_to_string(p).ok()?;
+            text.lines()
+                .filter(|l| l.contains(event) && l.contains(&format!("{APP}-{primary}.")))
+                .filter_map(log_time_of_day)
+                .find(|t| *t > after)
+        })
+        .min_by(|a, b| a.total_cmp(b))
+}
+
+/// A charm that only requires the `redis` interface.
+fn client_charm(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("metadata.yaml"),
+        "name: client\nrequires:\n  redis:\n    interface: redis\n",
+    )
+    .unwrap();
+    let d = dir.join("dispatch");
+    std::fs::write(&d, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn relation_data_follows_a_switch_of_primary_without_waiting_for_update_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Model {
+        dir: tmp.path().join(MODEL),
+        _tmp: tmp,
+    };
+    m.ok(&[
+        "deploy",
+        env!("CARGO_MANIFEST_DIR"),
+        "-n",
+        "3",
+        "--dispatch",
+        CHARM_BIN,
+        "--subnet",
+        "127.0.66",
+        "--update-status-interval",
+        "3600",
+        "--wait",
+        "--timeout",
+        "180",
+    ]);
+    let pw = m.action_value("get-initial-admin-password", "redis-password");
+    let sentinel_pw = m.action_value("get-sentinel-password", "sentinel-password");
+    let all = [0usize, 1, 2];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        if let Some(p) = primary_among(&all, &pw) {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single primary\n{}",
+            m.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let leader = all
+        .iter()
+        .map(|n| format!("{APP}/{n}"))
+        .find(|u| m.is_leader(u))
+        .expect("a leader");
+
+    let client = m._tmp.path().join("client");
+    client_charm(&client);
+    m.ok(&[
+        "deploy",
+        client.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "60",
+    ]);
+    m.ok(&["relate", APP, "client", "--wait", "--timeout", "60"]);
+    assert_eq!(m.leader_host("client/0", "redis"), fqdn(first));
+    assert_eq!(m.leader_host(&leader, "redis-peers"), fqdn(first));
+
+    // 1. A planned switch (SENTINEL FAILOVER), which also moves the primary off the leader's
+    //    pod: a killed leader's pod could not run the leader's hook until it is back.
+    let mut current = first;
+    if format!("{APP}/{current}") == leader {
+        let replicas: Vec<usize> = all.iter().copied().filter(|n| *n != current).collect();
+        let mut s = RedisConn::connect(&unit_addr(current), 26379, Some(&sentinel_pw))
+            .expect("leader's sentinel");
+        let asked_tod = now_time_of_day();
+        s.command(&["SENTINEL", "FAILOVER", APP])
+            .expect("SENTINEL FAILOVER");
+        let (newp, promoted) = wait_promotion(&m, &replicas, &pw, Duration::from_secs(30));
+        let (peer, client, both_tod) =
+            wait_relation_data(&m, &leader, &fqdn(newp), promoted, BOUND);
+        println!(
+            "planned switch {APP}/{current} -> {APP}/{newp}: peer leader-host {} ms, client \
+             leader-host {} ms after the promotion",
+            peer.as_millis(),
+            client.as_millis()
+        );
+        if let Some(t) = sentinel_event_time(&m, "+promoted-slave", newp, asked_tod) {
+            println!(
+                "  Sentinel logged +promoted-slave; both records named the new primary {} ms \
+                 after that",
+                ((both_tod - t) * 1000.0) as i64
+            );
+        }
+        assert!(peer < BOUND && client < BOUND);
+        current = newp;
+        // Let the failover finish everywhere before the next switch: a primary killed while
+        // its promotion is still being rolled out leaves the failover leader stuck until
+        // its failover-timeout.
+        wait_sentinels_settled(&m, &all, newp, &sentinel_pw);
+    }
+
+    // 2. The primary's pod dies (not the leader's): Sentinel fails over after
+    //    down-after-milliseconds; the notice carries the switch to the relation data.
+    assert_ne!(format!("{APP}/{current}"), leader);
+    let replicas: Vec<usize> = all.iter().copied().filter(|n| *n != current).collect();
+    let killed = Instant::now();
+    let killed_tod = now_time_of_day();
+    m.ok(&["kill-pod", &format!("{APP}/{current}"), "--down-for", "60"]);
+    let (newp, promoted) = wait_promotion(&m, &replicas, &pw, Duration::from_secs(60));
+    let (peer, client, both_tod) = wait_relation_data(&m, &leader, &fqdn(newp), promoted, BOUND);
+    println!(
+        "pod kill of primary {APP}/{current}: {APP}/{newp} promoted {} ms after the kill; \
+         peer leader-host {} ms, client leader-host {} ms after the promotion",
+        (promoted - killed).as_millis(),
+        peer.as_millis(),
+        client.as_millis()
+    );
+    // Sentinel itself notices the promotion only at its next INFO of the replica (up to 1 s):
+    // the charm's share is the time after Sentinel logged it.
+    if let Some(t) = sentinel_event_time(&m, "+promoted-slave", newp, killed_tod) {
+        println!(
+            "  Sentinel logged +promoted-slave {} ms after the kill; both records named the \
+             new primary {} ms after that",
+            ((t - killed_tod) * 1000.0) as i64,
+            ((both_tod - t) * 1000.0) as i64
+        );
+    }
+    assert!(peer < BOUND && client < BOUND);
+    // No update-status ran: the hour-long interval has not elapsed.
+    let log = std::fs::read_to_string(
+        m.dir
+            .join(format!("units/{}/unit.log", leader.replace('/', "-"))),
+    )
+    .unwrap_or_default();
+    if std::env::var_os("E2E_SHOW_LOG").is_some() {
+        println!("{log}");
+    }
+    assert!(
+        log.contains("sentinel-pebble-custom-notice"),
+        "the leader ran no custom-notice hook:\n{}",
+        m.log_tail()
+    );
+    assert!(
+        !log.contains("update-status"),
+        "update-status ran on the leader; the measurement would not show the notice path"
+    );
+}
