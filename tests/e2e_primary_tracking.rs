@@ -16,7 +16,6 @@ use redis_k8s::redis_client::{value_to_string, RedisConn};
 const JL: &str = env!("CARGO_BIN_EXE_juju-local");
 const CHARM_BIN: &str = env!("CARGO_BIN_EXE_redis-k8s");
 const APP: &str = "redis-k8s";
-const MODEL: &str = "track";
 /// Generous: the figure is printed; the bound only catches "waited for update-status".
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -24,9 +23,20 @@ const BOUND: Duration = Duration::from_secs(10);
 struct Model {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
+    /// The model's name (its directory's name) and `127.A.B` subnet.
+    name: &'static str,
+    subnet: &'static str,
 }
 
 impl Model {
+    fn addr(&self, n: usize) -> String {
+        format!("{}.{}", self.subnet, n + 1)
+    }
+
+    fn fqdn(&self, n: usize) -> String {
+        format!("{APP}-{n}.{APP}-endpoints.{}.svc.cluster.local", self.name)
+    }
+
     fn cmd(&self, args: &[&str]) -> Output {
         Command::new(JL)
             .arg("--model-dir")
@@ -107,18 +117,10 @@ impl Drop for Model {
     }
 }
 
-fn unit_addr(n: usize) -> String {
-    format!("127.0.66.{}", n + 1)
-}
-
-fn fqdn(n: usize) -> String {
-    format!("{APP}-{n}.{APP}-endpoints.{MODEL}.svc.cluster.local")
-}
-
 /// `ROLE`'s first word on a unit's Redis, or `None` if it does not answer.
-fn role(n: usize, pw: &str) -> Option<String> {
+fn role(m: &Model, n: usize, pw: &str) -> Option<String> {
     let mut c =
-        RedisConn::connect_with_timeout(&unit_addr(n), 6379, Some(pw), Duration::from_millis(200))
+        RedisConn::connect_with_timeout(&m.addr(n), 6379, Some(pw), Duration::from_millis(200))
             .ok()?;
     match c.command(&["ROLE"]).ok()? {
         redis::Value::Array(items) if !items.is_empty() => Some(value_to_string(&items[0])),
@@ -127,11 +129,11 @@ fn role(n: usize, pw: &str) -> Option<String> {
 }
 
 /// The unit whose Redis is primary, when exactly one of `candidates` says so.
-fn primary_among(candidates: &[usize], pw: &str) -> Option<usize> {
+fn primary_among(m: &Model, candidates: &[usize], pw: &str) -> Option<usize> {
     let masters: Vec<usize> = candidates
         .iter()
         .copied()
-        .filter(|n| role(*n, pw).as_deref() == Some("master"))
+        .filter(|n| role(m, *n, pw).as_deref() == Some("master"))
         .collect();
     (masters.len() == 1).then(|| masters[0])
 }
@@ -141,7 +143,7 @@ fn wait_promotion(m: &Model, replicas: &[usize], pw: &str, within: Duration) -> 
     let deadline = Instant::now() + within;
     loop {
         for &n in replicas {
-            if role(n, pw).as_deref() == Some("master") {
+            if role(m, n, pw).as_deref() == Some("master") {
                 return (n, Instant::now());
             }
         }
@@ -160,10 +162,10 @@ fn wait_sentinels_settled(m: &Model, units: &[usize], primary: usize, sentinel_p
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let settled = units.iter().all(|&n| {
-            RedisConn::connect(&unit_addr(n), 26379, Some(sentinel_pw))
+            RedisConn::connect(&m.addr(n), 26379, Some(sentinel_pw))
                 .and_then(|mut c| c.sentinel_master(APP))
                 .is_ok_and(|info| {
-                    info.get("ip") == Some(&fqdn(primary))
+                    info.get("ip") == Some(&m.fqdn(primary))
                         && info.get("flags").map(String::as_str) == Some("master")
                         && info.get("num-slaves") == Some(&(units.len() - 1).to_string())
                 })
@@ -174,7 +176,7 @@ fn wait_sentinels_settled(m: &Model, units: &[usize], primary: usize, sentinel_p
         assert!(
             Instant::now() < deadline,
             "sentinels never settled on {}\n{}",
-            fqdn(primary),
+            m.fqdn(primary),
             m.log_tail()
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -262,12 +264,25 @@ fn client_charm(dir: &Path) {
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-#[test]
-fn relation_data_follows_a_switch_of_primary_without_waiting_for_update_status() {
+/// A deployed cluster with a related client: the model, passwords, the first primary and
+/// the leader unit.
+struct Cluster {
+    m: Model,
+    pw: String,
+    sentinel_pw: String,
+    first: usize,
+    leader: String,
+}
+
+const ALL: [usize; 3] = [0, 1, 2];
+
+fn deploy(name: &'static str, subnet: &'static str, juju: &str, update_status: &str) -> Cluster {
     let tmp = tempfile::tempdir().unwrap();
     let m = Model {
-        dir: tmp.path().join(MODEL),
+        dir: tmp.path().join(name),
         _tmp: tmp,
+        name,
+        subnet,
     };
     m.ok(&[
         "deploy",
@@ -277,19 +292,20 @@ fn relation_data_follows_a_switch_of_primary_without_waiting_for_update_status()
         "--dispatch",
         CHARM_BIN,
         "--subnet",
-        "127.0.66",
+        subnet,
+        "--juju-version",
+        juju,
         "--update-status-interval",
-        "3600",
+        update_status,
         "--wait",
         "--timeout",
         "180",
     ]);
     let pw = m.action_value("get-initial-admin-password", "redis-password");
     let sentinel_pw = m.action_value("get-sentinel-password", "sentinel-password");
-    let all = [0usize, 1, 2];
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
-        if let Some(p) = primary_among(&all, &pw) {
+        if let Some(p) = primary_among(&m, &ALL, &pw) {
             break p;
         }
         assert!(
@@ -299,7 +315,7 @@ fn relation_data_follows_a_switch_of_primary_without_waiting_for_update_status()
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    let leader = all
+    let leader = ALL
         .iter()
         .map(|n| format!("{APP}/{n}"))
         .find(|u| m.is_leader(u))
@@ -315,22 +331,42 @@ fn relation_data_follows_a_switch_of_primary_without_waiting_for_update_status()
         "60",
     ]);
     m.ok(&["relate", APP, "client", "--wait", "--timeout", "60"]);
-    assert_eq!(m.leader_host("client/0", "redis"), fqdn(first));
-    assert_eq!(m.leader_host(&leader, "redis-peers"), fqdn(first));
+    assert_eq!(m.leader_host("client/0", "redis"), m.fqdn(first));
+    assert_eq!(m.leader_host(&leader, "redis-peers"), m.fqdn(first));
+    Cluster {
+        m,
+        pw,
+        sentinel_pw,
+        first,
+        leader,
+    }
+}
+
+/// Juju 3.6.25 and later deliver the notice Sentinel's script records as `redis`.
+#[test]
+fn relation_data_follows_a_switch_of_primary_without_waiting_for_update_status() {
+    let Cluster {
+        m,
+        pw,
+        sentinel_pw,
+        first,
+        leader,
+    } = deploy("track", "127.0.66", "3.6.25", "3600");
+    let all = ALL;
 
     // 1. A planned switch (SENTINEL FAILOVER), which also moves the primary off the leader's
     //    pod: a killed leader's pod could not run the leader's hook until it is back.
     let mut current = first;
     if format!("{APP}/{current}") == leader {
         let replicas: Vec<usize> = all.iter().copied().filter(|n| *n != current).collect();
-        let mut s = RedisConn::connect(&unit_addr(current), 26379, Some(&sentinel_pw))
+        let mut s = RedisConn::connect(&m.addr(current), 26379, Some(&sentinel_pw))
             .expect("leader's sentinel");
         let asked_tod = now_time_of_day();
         s.command(&["SENTINEL", "FAILOVER", APP])
             .expect("SENTINEL FAILOVER");
         let (newp, promoted) = wait_promotion(&m, &replicas, &pw, Duration::from_secs(30));
         let (peer, client, both_tod) =
-            wait_relation_data(&m, &leader, &fqdn(newp), promoted, BOUND);
+            wait_relation_data(&m, &leader, &m.fqdn(newp), promoted, BOUND);
         println!(
             "planned switch {APP}/{current} -> {APP}/{newp}: peer leader-host {} ms, client \
              leader-host {} ms after the promotion",
@@ -360,7 +396,7 @@ fn relation_data_follows_a_switch_of_primary_without_waiting_for_update_status()
     let killed_tod = now_time_of_day();
     m.ok(&["kill-pod", &format!("{APP}/{current}"), "--down-for", "60"]);
     let (newp, promoted) = wait_promotion(&m, &replicas, &pw, Duration::from_secs(60));
-    let (peer, client, both_tod) = wait_relation_data(&m, &leader, &fqdn(newp), promoted, BOUND);
+    let (peer, client, both_tod) = wait_relation_data(&m, &leader, &m.fqdn(newp), promoted, BOUND);
     println!(
         "pod kill of primary {APP}/{current}: {APP}/{newp} promoted {} ms after the kill; \
          peer leader-host {} ms, client leader-host {} ms after the promotion",
@@ -397,4 +433,56 @@ fn relation_data_follows_a_switch_of_primary_without_waiting_for_update_status()
         !log.contains("update-status"),
         "update-status ran on the leader; the measurement would not show the notice path"
     );
+}
+
+/// Before Juju 3.6.25 the `redis` user's notice never becomes a hook (the model filters it as
+/// Juju's watcher does): update-status is the fallback that brings the relation data up to
+/// date, within one interval.
+#[test]
+fn before_juju_3_6_25_update_status_catches_up() {
+    let c = deploy("trackold", "127.0.67", "3.6.24", "5");
+    let m = &c.m;
+    let replicas: Vec<usize> = ALL.iter().copied().filter(|n| *n != c.first).collect();
+    let mut s = RedisConn::connect(&m.addr(c.first), 26379, Some(&c.sentinel_pw))
+        .expect("sentinel of the primary");
+    s.command(&["SENTINEL", "FAILOVER", APP])
+        .expect("SENTINEL FAILOVER");
+    let (newp, promoted) = wait_promotion(m, &replicas, &c.pw, Duration::from_secs(30));
+    let (peer, client, _) = wait_relation_data(
+        m,
+        &c.leader,
+        &m.fqdn(newp),
+        promoted,
+        Duration::from_secs(30),
+    );
+    println!(
+        "Juju 3.6.24, planned switch {APP}/{} -> {APP}/{newp}: peer leader-host {} ms, client \
+         leader-host {} ms after the promotion (update-status every 5 s)",
+        c.first,
+        peer.as_millis(),
+        client.as_millis()
+    );
+    for n in ALL {
+        let log = std::fs::read_to_string(m.dir.join(format!("units/{APP}-{n}/unit.log")))
+            .unwrap_or_default();
+        assert!(
+            !log.contains("sentinel-pebble-custom-notice"),
+            "{APP}/{n} got a redis-user notice on Juju 3.6.24:\n{log}"
+        );
+    }
+    // The script did record it: Pebble has the notice, Juju just does not deliver it.
+    let pebble = redis_k8s::ops::pebble::PebbleClient::new(m.dir.join(format!(
+        "units/{APP}-{}/containers/sentinel/pebble.socket",
+        c.first
+    )));
+    use redis_k8s::ops::pebble::Pebble;
+    let notices = pebble
+        .notices(&redis_k8s::ops::pebble::NoticesQuery {
+            all_users: true,
+            keys: vec!["redis-k8s.charm/primary-changed".into()],
+            ..Default::default()
+        })
+        .expect("notices");
+    assert!(!notices.is_empty(), "the script recorded no notice");
+    assert!(notices.iter().all(|n| n.user_id.is_some_and(|u| u != 0)));
 }

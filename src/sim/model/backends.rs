@@ -72,6 +72,8 @@ pub struct SeenNotice {
     pub id: String,
     pub notice_type: String,
     pub key: String,
+    /// The uid that recorded it (`None`: public, recorded by Pebble itself).
+    pub user_id: Option<u32>,
 }
 
 /// One container's Pebble server.
@@ -110,6 +112,7 @@ impl Pebble {
                 id: n.id,
                 notice_type: n.notice_type,
                 key: n.key,
+                user_id: n.user_id,
             })
             .collect();
         (seen, next)

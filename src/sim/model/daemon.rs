@@ -1613,8 +1613,15 @@ impl Daemon {
         }
     }
 
-    /// Turn new custom notices into `<container>-pebble-custom-notice` hooks.
+    /// Turn new custom notices into `<container>-pebble-custom-notice` hooks. Like Juju's
+    /// notice watcher, a model whose JUJU_VERSION is before 3.6.25 (4.0.13) sees only the
+    /// notices recorded by the agent's own uid (the charm's) and public ones: a notice
+    /// recorded by a service running as another user never becomes a hook there (contract
+    /// addenda 10).
     fn notice_poller(self: Arc<Self>) {
+        let all_users = crate::ops::context::JujuVersion::parse(&self.opts.juju_version)
+            .is_none_or(|v| v.notices_from_all_users());
+        let own_uid = own_uid();
         loop {
             std::thread::sleep(Duration::from_millis(250));
             if self.shutdown.load(Ordering::SeqCst) {
@@ -1630,7 +1637,9 @@ impl Daemon {
                         let (notices, next) = p.custom_notices_since(since);
                         cursor.insert(c.clone(), next);
                         for n in notices {
-                            found.push((c.clone(), n));
+                            if all_users || n.user_id.is_none() || n.user_id == own_uid {
+                                found.push((c.clone(), n));
+                            }
                         }
                     }
                 }
@@ -1813,6 +1822,12 @@ impl Daemon {
         let _ = std::fs::remove_file(self.layout.agent_socket());
         self.log("model down");
     }
+}
+
+/// This process's effective uid (the owner of `/proc/self`), without libc.
+fn own_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
 #[cfg(test)]
