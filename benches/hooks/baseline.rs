@@ -45,17 +45,27 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 pub fn ensure_venv() -> anyhow::Result<(PathBuf, Vec<String>)> {
     let venv = venv_dir();
     if !venv_ready(&venv) {
-        eprintln!("creating the ops venv in {} (pip install {})", venv.display(), PACKAGES.join(" "));
+        eprintln!(
+            "creating the ops venv in {} (pip install {})",
+            venv.display(),
+            PACKAGES.join(" ")
+        );
         if let Some(p) = venv.parent() {
             std::fs::create_dir_all(p)?;
         }
         let python = std::env::var("REDIS_K8S_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-        run(Command::new(&python).args(["-m", "venv", "--clear"]).arg(&venv))?;
+        run(Command::new(&python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv))?;
         run(Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
             .args(PACKAGES))?;
         if !venv_ready(&venv) {
-            bail!("{} still cannot import {}", venv.display(), PACKAGES.join(", "));
+            bail!(
+                "{} still cannot import {}",
+                venv.display(),
+                PACKAGES.join(", ")
+            );
         }
     }
     let out = Command::new(venv.join("bin/python3"))

@@ -107,7 +107,8 @@ fn copy_into(src: &Path, dst: &Path) -> anyhow::Result<()> {
     if let Some(p) = dst.parent() {
         std::fs::create_dir_all(p)?;
     }
-    std::fs::copy(src, dst).with_context(|| format!("copy {} to {}", src.display(), dst.display()))?;
+    std::fs::copy(src, dst)
+        .with_context(|| format!("copy {} to {}", src.display(), dst.display()))?;
     Ok(())
 }
 
@@ -116,7 +117,13 @@ impl Cluster {
     /// pods answer on `127.0.0.<first_octet + i>`. Mounts unit 0's containers dir on
     /// `/charm/containers` and the hosts file on `/etc/hosts`: call only inside a private
     /// mount namespace.
-    pub fn new(n: usize, repo: &Path, charm_bin: &Path, tools_bin: &Path, first_octet: u8) -> anyhow::Result<Cluster> {
+    pub fn new(
+        n: usize,
+        repo: &Path,
+        charm_bin: &Path,
+        tools_bin: &Path,
+        first_octet: u8,
+    ) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("hook-bench").tempdir()?;
         let tools = dir.path().join("tools");
         std::fs::create_dir_all(&tools)?;
@@ -139,11 +146,17 @@ impl Cluster {
             }
             for entry in std::fs::read_dir(repo.join("templates"))? {
                 let entry = entry?;
-                copy_into(&entry.path(), &charm_dir.join("templates").join(entry.file_name()))?;
+                copy_into(
+                    &entry.path(),
+                    &charm_dir.join("templates").join(entry.file_name()),
+                )?;
             }
             // A packed charm's dispatch is the binary itself.
             copy_into(charm_bin, &charm_dir.join("dispatch"))?;
-            std::fs::set_permissions(charm_dir.join("dispatch"), std::fs::Permissions::from_mode(0o755))?;
+            std::fs::set_permissions(
+                charm_dir.join("dispatch"),
+                std::fs::Permissions::from_mode(0o755),
+            )?;
             units.push(UnitSpec {
                 name,
                 charm_dir,
@@ -154,7 +167,9 @@ impl Cluster {
         std::fs::write(&hosts_file, hosts)?;
 
         let meta = CharmMeta::load(&units[0].charm_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-        world.add_app(APP, meta).map_err(|e| anyhow::anyhow!("{e}"))?;
+        world
+            .add_app(APP, meta)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         for _ in 0..n {
             world.add_unit(APP).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
@@ -176,7 +191,12 @@ impl Cluster {
                 env.insert("HOSTNAME".to_string(), format!("{APP}-{i}"));
                 servers.push(PebbleServer::start(PebbleServerConfig {
                     socket: u.containers.join(c).join("pebble.socket"),
-                    root: dir.path().join("units").join(i.to_string()).join("roots").join(c),
+                    root: dir
+                        .path()
+                        .join("units")
+                        .join(i.to_string())
+                        .join("roots")
+                        .join(c),
                     container: c.into(),
                     hosts_file: Some(hosts_file.clone()),
                     env,
@@ -201,7 +221,10 @@ impl Cluster {
     }
 
     fn pebble_requests(&self, unit: usize) -> u64 {
-        self.servers[unit * 2..unit * 2 + 2].iter().map(|s| s.request_count()).sum()
+        self.servers[unit * 2..unit * 2 + 2]
+            .iter()
+            .map(|s| s.request_count())
+            .sum()
     }
 
     /// Run `event` on unit `unit` with the `dispatch` in `charm_dir`.
@@ -248,22 +271,38 @@ impl Cluster {
         let charm = charm_dir.display().to_string();
         env.insert(
             "PATH",
-            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", self.dir.path().join("tools").display()),
+            format!(
+                "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+                self.dir.path().join("tools").display()
+            ),
         );
         env.insert("JUJU_DISPATCH_PATH", dispatch_path);
         env.insert("JUJU_HOOK_NAME", info.hook_name.clone());
         env.insert("JUJU_UNIT_NAME", spec.name.clone());
         env.insert("JUJU_MODEL_NAME", MODEL.into());
-        env.insert("JUJU_MODEL_UUID", self.world.lock().map_err(|_| anyhow::anyhow!("world lock"))?.model_uuid.clone());
+        env.insert(
+            "JUJU_MODEL_UUID",
+            self.world
+                .lock()
+                .map_err(|_| anyhow::anyhow!("world lock"))?
+                .model_uuid
+                .clone(),
+        );
         env.insert("JUJU_VERSION", "3.6.25".into());
         env.insert("JUJU_CHARM_DIR", charm.clone());
         env.insert("CHARM_DIR", charm);
         env.insert("JUJU_CONTEXT_ID", context_id.clone());
-        env.insert("JUJU_AGENT_SOCKET_ADDRESS", self.agent.socket().display().to_string());
+        env.insert(
+            "JUJU_AGENT_SOCKET_ADDRESS",
+            self.agent.socket().display().to_string(),
+        );
         env.insert("JUJU_AGENT_SOCKET_NETWORK", "unix".into());
         env.insert("LANG", "C.UTF-8".into());
         if unit != 0 {
-            env.insert("CHARM_CONTAINERS_DIR", spec.containers.display().to_string());
+            env.insert(
+                "CHARM_CONTAINERS_DIR",
+                spec.containers.display().to_string(),
+            );
         }
 
         let log_path = self.dir.path().join("hook.log");
@@ -286,7 +325,9 @@ impl Cluster {
         let tool_calls = session.calls();
         let action_results = session.action_results();
         if exit.code == Some(0) {
-            session.commit().map_err(|e| anyhow::anyhow!("commit: {e}"))?;
+            session
+                .commit()
+                .map_err(|e| anyhow::anyhow!("commit: {e}"))?;
         } else {
             session.discard();
         }
@@ -303,23 +344,35 @@ impl Cluster {
     }
 
     /// Run with the Rust charm; a failure is an error carrying the hook's output.
-    fn must(&mut self, unit: usize, event: &Event) -> anyhow::Result<HookRun> {
+    pub fn must(&mut self, unit: usize, event: &Event) -> anyhow::Result<HookRun> {
         let dir = self.units[unit].charm_dir.clone();
         let run = self.run(unit, &dir, event)?;
         if !run.ok() {
-            bail!("{} on {} exited {:?}:\n{}", event.label(), self.units[unit].name, run.code, run.output);
+            bail!(
+                "{} on {} exited {:?}:\n{}",
+                event.label(),
+                self.units[unit].name,
+                run.code,
+                run.output
+            );
         }
         Ok(run)
     }
 
     fn all_active(&self) -> bool {
-        let Ok(w) = self.world.lock() else { return false };
-        self.units.iter().all(|u| w.unit_status(&u.name).status == StatusName::Active)
+        let Ok(w) = self.world.lock() else {
+            return false;
+        };
+        self.units
+            .iter()
+            .all(|u| w.unit_status(&u.name).status == StatusName::Active)
     }
 
     /// Status lines of every unit (for errors and the report).
     pub fn statuses(&self) -> Vec<String> {
-        let Ok(w) = self.world.lock() else { return Vec::new() };
+        let Ok(w) = self.world.lock() else {
+            return Vec::new();
+        };
         self.units
             .iter()
             .map(|u| {
@@ -365,7 +418,11 @@ impl Cluster {
 
 /// `mount --bind src dst` (in the caller's mount namespace).
 fn mount_bind(src: &Path, dst: &Path) -> anyhow::Result<()> {
-    let out = Command::new("mount").arg("--bind").arg(src).arg(dst).output()?;
+    let out = Command::new("mount")
+        .arg("--bind")
+        .arg(src)
+        .arg(dst)
+        .output()?;
     if !out.status.success() {
         bail!(
             "mount --bind {} {}: {}",

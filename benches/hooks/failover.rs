@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use redis_k8s::redis_client::{value_to_string, RedisConn};
+use redis_k8s::redis_client::{value_to_map, value_to_string, RedisConn};
 use serde::Serialize;
 
 use crate::stats::Summary;
@@ -53,7 +53,8 @@ impl Model {
 
     /// (name, address, role, leader) per unit of the app.
     fn units(&self) -> anyhow::Result<Vec<UnitRow>> {
-        let st: serde_json::Value = serde_json::from_str(&self.ok(&["status", "--format", "json"])?)?;
+        let st: serde_json::Value =
+            serde_json::from_str(&self.ok(&["status", "--format", "json"])?)?;
         Ok(st["units"]
             .as_array()
             .map(|a| a.as_slice())
@@ -136,12 +137,64 @@ pub struct Setting {
     pub runs: Vec<Run>,
     pub promotion_ms: Summary,
     pub relation_data_ms: Summary,
+    /// Relation data, over the runs where the killed primary was not the leader unit (the
+    /// leader saw the switch and updated `leader-host`).
+    pub relation_data_leader_alive_ms: Summary,
+    /// Relation data, over the runs where the leader's own pod was killed (it updates
+    /// `leader-host` only once its pod is back: `--down-for` plus its start-up hooks).
+    pub relation_data_leader_killed_ms: Summary,
     pub first_write_ms: Summary,
     pub deploy_s: f64,
 }
 
+/// Every sentinel sees the primary up, both replicas up and the two other sentinels: only
+/// then can a kill be followed by a failover (right after a deploy or a pod's return, a
+/// sentinel may not have discovered the replicas yet; its INFO refresh is every 10 s).
+fn sentinels_ready(units: &[UnitRow], sentinel_password: &str) -> bool {
+    units.iter().all(|u| {
+        let Ok(mut c) = RedisConn::connect_with_timeout(
+            &u.address,
+            26379,
+            Some(sentinel_password),
+            Duration::from_millis(500),
+        ) else {
+            return false;
+        };
+        let Ok(master) = c.sentinel_master(APP) else {
+            return false;
+        };
+        let replicas = match c.command(&["SENTINEL", "REPLICAS", APP]) {
+            Ok(redis::Value::Array(items)) => items.iter().map(value_to_map).collect::<Vec<_>>(),
+            _ => return false,
+        };
+        master.get("flags").map(String::as_str) == Some("master")
+            && master.get("num-other-sentinels").map(String::as_str) == Some("2")
+            && replicas.len() == 2
+            && replicas
+                .iter()
+                .all(|r| r.get("flags").map(String::as_str) == Some("slave"))
+    })
+}
+
+fn wait_sentinels(
+    units: &[UnitRow],
+    sentinel_password: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !sentinels_ready(units, sentinel_password) {
+        if Instant::now() > deadline {
+            bail!("the sentinels never all saw one primary, two replicas and two other sentinels");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}
+
 fn role(addr: &str, password: &str) -> Option<String> {
-    let mut c = RedisConn::connect_with_timeout(addr, 6379, Some(password), Duration::from_millis(200)).ok()?;
+    let mut c =
+        RedisConn::connect_with_timeout(addr, 6379, Some(password), Duration::from_millis(200))
+            .ok()?;
     match c.command(&["ROLE"]).ok()? {
         redis::Value::Array(items) => items.first().map(value_to_string),
         _ => None,
@@ -149,7 +202,9 @@ fn role(addr: &str, password: &str) -> Option<String> {
 }
 
 fn write_ok(addr: &str, password: &str, n: usize) -> bool {
-    let Ok(mut c) = RedisConn::connect_with_timeout(addr, 6379, Some(password), Duration::from_millis(200)) else {
+    let Ok(mut c) =
+        RedisConn::connect_with_timeout(addr, 6379, Some(password), Duration::from_millis(200))
+    else {
         return false;
     };
     c.command_string(&["SET", "bench:failover", &n.to_string()])
@@ -203,7 +258,10 @@ pub fn measure_setting(
         args.extend(["--config", c.as_str()]);
     }
     let t = Instant::now();
-    eprintln!("failover: deploying 3 units on {subnet}.x ({})", cfg.as_deref().unwrap_or("default down-after"));
+    eprintln!(
+        "failover: deploying 3 units on {subnet}.x ({})",
+        cfg.as_deref().unwrap_or("default down-after")
+    );
     model.ok(&args)?;
     let mut units = model.settled(2, Duration::from_secs(90))?;
     let deploy_s = t.elapsed().as_secs_f64();
@@ -214,17 +272,35 @@ pub fn measure_setting(
         .find_map(|l| l.trim().strip_prefix("redis-password:"))
         .map(|p| p.trim().trim_matches('\'').trim_matches('"').to_string())
         .context("no redis-password in the action output")?;
+    let out = model.ok(&["run", &any, "get-sentinel-password"])?;
+    let sentinel_password = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sentinel-password:"))
+        .map(|p| p.trim().trim_matches('\'').trim_matches('"').to_string())
+        .context("no sentinel-password in the action output")?;
     let down_for_s = format!("{down_for}");
 
     let mut results = Vec::new();
     for n in 0..runs {
-        let primary = units.iter().find(|u| u.role == "primary").cloned().context("no primary")?;
-        let survivors: Vec<UnitRow> = units.iter().filter(|u| u.name != primary.name).cloned().collect();
+        wait_sentinels(&units, &sentinel_password, Duration::from_secs(90))?;
+        let primary = units
+            .iter()
+            .find(|u| u.role == "primary")
+            .cloned()
+            .context("no primary")?;
+        let survivors: Vec<UnitRow> = units
+            .iter()
+            .filter(|u| u.name != primary.name)
+            .cloned()
+            .collect();
         let t0 = Instant::now();
         model.ok(&["kill-pod", &primary.name, "--down-for", &down_for_s])?;
         let kill_cmd_ms = ms(t0.elapsed());
-        let (mut promoted, mut promotion, mut written, mut reldata) = (None::<UnitRow>, None, None, None);
-        while t0.elapsed() < RUN_TIMEOUT && (promotion.is_none() || written.is_none() || reldata.is_none()) {
+        let (mut promoted, mut promotion, mut written, mut reldata) =
+            (None::<UnitRow>, None, None, None);
+        while t0.elapsed() < RUN_TIMEOUT
+            && (promotion.is_none() || written.is_none() || reldata.is_none())
+        {
             let tick = Instant::now();
             for u in &survivors {
                 if promotion.is_none() && role(&u.address, &password).as_deref() == Some("master") {
@@ -247,7 +323,10 @@ pub fn measure_setting(
         let run = Run {
             killed: primary.name.clone(),
             killed_was_leader: primary.leader,
-            new_primary: promoted.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+            new_primary: promoted
+                .as_ref()
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
             kill_cmd_ms,
             promotion_ms: promotion.map(ms),
             relation_data_ms: reldata.map(ms),
@@ -268,11 +347,19 @@ pub fn measure_setting(
         model.ok(&["wait", "--timeout", "180"])?;
         units = model.settled(2, Duration::from_secs(120))?;
     }
-    let col = |f: &dyn Fn(&Run) -> Option<f64>| Summary::of(&results.iter().filter_map(f).collect::<Vec<_>>());
+    let col = |f: &dyn Fn(&Run) -> Option<f64>| {
+        Summary::of(&results.iter().filter_map(f).collect::<Vec<_>>())
+    };
     Ok(Setting {
         down_after_ms: down_after_ms.unwrap_or(5000),
         promotion_ms: col(&|r| r.promotion_ms),
         relation_data_ms: col(&|r| r.relation_data_ms),
+        relation_data_leader_alive_ms: col(&|r| {
+            r.relation_data_ms.filter(|_| !r.killed_was_leader)
+        }),
+        relation_data_leader_killed_ms: col(&|r| {
+            r.relation_data_ms.filter(|_| r.killed_was_leader)
+        }),
         first_write_ms: col(&|r| r.first_write_ms),
         runs: results,
         deploy_s,

@@ -69,7 +69,10 @@ fn rust_charm(repo: &Path, target: &Path) -> anyhow::Result<(PathBuf, Size, u64)
         .output()
         .context("run scripts/pack-charm")?;
     if !out.status.success() {
-        bail!("scripts/pack-charm failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "scripts/pack-charm failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let charm = std::fs::read_dir(&out_dir)?
         .filter_map(Result::ok)
@@ -91,12 +94,21 @@ fn ops_charm(repo: &Path, venv: &Path, scratch: &Path) -> anyhow::Result<Size> {
         .map(|e| e.path().join("site-packages"))
         .find(|p| p.is_dir())
         .context("no site-packages in the venv")?;
-    let skip = ["pip", "setuptools", "_distutils_hack", "pkg_resources", "distutils-precedence.pth"];
+    let skip = [
+        "pip",
+        "setuptools",
+        "_distutils_hack",
+        "pkg_resources",
+        "distutils-precedence.pth",
+    ];
     let mut files: Vec<(PathBuf, String)> = Vec::new();
     for entry in std::fs::read_dir(&site)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if skip.iter().any(|s| name == *s || name.starts_with(&format!("{s}-"))) {
+        if skip
+            .iter()
+            .any(|s| name == *s || name.starts_with(&format!("{s}-")))
+        {
             continue;
         }
         let mut all = Vec::new();
@@ -115,10 +127,14 @@ fn ops_charm(repo: &Path, venv: &Path, scratch: &Path) -> anyhow::Result<Size> {
         files.push((base.join(f), f.to_string()));
     }
     files.push((repo.join("config.yaml"), "config.yaml".into()));
-    files.push((repo.join("templates/sentinel.conf.j2"), "templates/sentinel.conf.j2".into()));
+    files.push((
+        repo.join("templates/sentinel.conf.j2"),
+        "templates/sentinel.conf.j2".into(),
+    ));
     let path = scratch.join("ops-baseline.charm");
     let mut zw = zip::ZipWriter::new(std::fs::File::create(&path)?);
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
     for (src, name) in &files {
         zw.start_file(name.as_str(), opts)?;
         zw.write_all(&std::fs::read(src)?)?;

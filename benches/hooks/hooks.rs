@@ -25,7 +25,10 @@ pub fn events() -> Vec<Event> {
 
 /// The events the ops baseline implements.
 fn baseline_has(e: &Event) -> bool {
-    matches!(e, Event::PebbleReady("sentinel") | Event::Hook("update-status"))
+    matches!(
+        e,
+        Event::PebbleReady("sentinel") | Event::Hook("update-status")
+    )
 }
 
 /// One charm's figures for one event.
@@ -61,7 +64,8 @@ impl Samples {
     }
 
     fn figures(&self) -> Figures {
-        let col = |f: &dyn Fn(&HookRun) -> f64| Summary::of(&self.runs.iter().map(f).collect::<Vec<_>>());
+        let col =
+            |f: &dyn Fn(&HookRun) -> f64| Summary::of(&self.runs.iter().map(f).collect::<Vec<_>>());
         let mut tools = BTreeMap::new();
         if let Some(last) = self.runs.last() {
             for t in &last.tool_calls {
@@ -133,7 +137,10 @@ pub fn measure(
             let r = cluster.run(0, &rust_dir, e)?;
             if let Event::Action(_) = e {
                 if r.ok() && !r.action_results.contains_key("redis-password") {
-                    bail!("the action returned no redis-password: {:?}", r.action_results.keys());
+                    bail!(
+                        "the action returned no redis-password: {:?}",
+                        r.action_results.keys()
+                    );
                 }
             }
             if round > 0 {
@@ -154,7 +161,11 @@ pub fn measure(
     for (i, e) in events.iter().enumerate() {
         for (who, s) in [("rust", &rust[i]), ("ops", &ops[i])] {
             if let Some(f) = &s.first_failure {
-                notes.push(format!("{who} {}: {} failed runs; first: {f}", e.label(), s.failures));
+                notes.push(format!(
+                    "{who} {}: {} failed runs; first: {f}",
+                    e.label(),
+                    s.failures
+                ));
             }
         }
     }
@@ -167,13 +178,21 @@ pub fn measure(
             let ratio = |a: f64, b: f64| (b > 0.0).then_some(a / b);
             Row {
                 event: e.label(),
-                wall_ratio: o.as_ref().and_then(|o| ratio(o.wall_ms.median, r.wall_ms.median)),
-                rss_ratio: o.as_ref().and_then(|o| ratio(o.max_rss_mib.median, r.max_rss_mib.median)),
+                wall_ratio: o
+                    .as_ref()
+                    .and_then(|o| ratio(o.wall_ms.median, r.wall_ms.median)),
+                rss_ratio: o
+                    .as_ref()
+                    .and_then(|o| ratio(o.max_rss_mib.median, r.max_rss_mib.median)),
                 rust: r,
                 ops: o,
             }
         })
         .collect();
+    // Refresh the other units' statuses (they ran no hook while unit 0 was measured).
+    for u in 1..cluster.units.len() {
+        cluster.must(u, &Event::Hook("update-status"))?;
+    }
     Ok(HookReport {
         runs,
         units: cluster.units.len(),

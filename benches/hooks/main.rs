@@ -60,7 +60,11 @@ fn parse_args() -> anyhow::Result<Args> {
             // cargo bench passes --bench to harness=false targets.
             "--bench" => {}
             "--runs" => a.runs = value("--runs")?.parse().context("--runs")?,
-            "--failover-runs" => a.failover_runs = value("--failover-runs")?.parse().context("--failover-runs")?,
+            "--failover-runs" => {
+                a.failover_runs = value("--failover-runs")?
+                    .parse()
+                    .context("--failover-runs")?
+            }
             "--down-for" => a.down_for = value("--down-for")?.parse().context("--down-for")?,
             "--no-baseline" => a.baseline = false,
             "--no-footprint" => a.footprint = false,
@@ -91,7 +95,10 @@ fn target_dir() -> PathBuf {
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -111,20 +118,36 @@ fn machine(python: Vec<String>) -> Machine {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let cpu_model = read("/proc/cpuinfo")
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+        })
         .unwrap_or_default();
-    let memory = read("/proc/meminfo").lines().next().unwrap_or_default().split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
+    let memory = read("/proc/meminfo")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join(" ");
     let rustc = Command::new("rustc")
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     Machine {
-        nproc: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        nproc: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         cpu_model,
         kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
         memory,
-        load_average_at_start: read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load_average_at_start: read("/proc/loadavg")
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         rustc,
         python,
     }
@@ -142,14 +165,24 @@ struct Report {
 /// Ctrl-C: tear down any model that is up, then exit (Drop guards do not run on a signal).
 fn install_interrupt_guard() {
     std::thread::spawn(|| {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
             return;
         };
         if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
-            let dirs = failover::LIVE_MODELS.lock().map(|l| l.clone()).unwrap_or_default();
+            let dirs = failover::LIVE_MODELS
+                .lock()
+                .map(|l| l.clone())
+                .unwrap_or_default();
             for d in dirs {
                 eprintln!("interrupted: tearing down {}", d.display());
-                let _ = Command::new(JUJU_LOCAL).arg("--model-dir").arg(&d).arg("down").status();
+                let _ = Command::new(JUJU_LOCAL)
+                    .arg("--model-dir")
+                    .arg(&d)
+                    .arg("down")
+                    .status();
             }
             std::process::exit(130);
         }
@@ -160,7 +193,13 @@ fn fmt_ms(s: &stats::Summary) -> String {
     if s.n == 0 {
         return "-".into();
     }
-    let p = |x: f64| if x < 100.0 { format!("{x:.1}") } else { format!("{x:.0}") };
+    let p = |x: f64| {
+        if x < 100.0 {
+            format!("{x:.1}")
+        } else {
+            format!("{x:.0}")
+        }
+    };
     format!("{} ({}–{})", p(s.median), p(s.p10), p(s.p90))
 }
 
@@ -174,9 +213,14 @@ fn print_hooks(h: &hooks::HookReport) {
         "event", "rust wall ms", "RSS", "calls", "ops wall ms", "RSS", "calls", "time ×", "RSS ×"
     );
     for r in &h.rows {
-        let calls = |f: &hooks::Figures| format!("{}/{}", f.tool_calls.median, f.pebble_requests.median);
+        let calls =
+            |f: &hooks::Figures| format!("{}/{}", f.tool_calls.median, f.pebble_requests.median);
         let (ow, orss, ocalls) = match &r.ops {
-            Some(o) => (fmt_ms(&o.wall_ms), format!("{:.1}", o.max_rss_mib.median), calls(o)),
+            Some(o) => (
+                fmt_ms(&o.wall_ms),
+                format!("{:.1}", o.max_rss_mib.median),
+                calls(o),
+            ),
             None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
@@ -188,8 +232,12 @@ fn print_hooks(h: &hooks::HookReport) {
             ow,
             orss,
             ocalls,
-            r.wall_ratio.map(|x| format!("{x:.0}×")).unwrap_or_else(|| "-".into()),
-            r.rss_ratio.map(|x| format!("{x:.1}×")).unwrap_or_else(|| "-".into()),
+            r.wall_ratio
+                .map(|x| format!("{x:.0}×"))
+                .unwrap_or_else(|| "-".into()),
+            r.rss_ratio
+                .map(|x| format!("{x:.1}×"))
+                .unwrap_or_else(|| "-".into()),
         );
     }
     for n in &h.notes {
@@ -226,16 +274,28 @@ fn print_failover(settings: &[failover::Setting]) {
         return;
     }
     println!("\nFailover after killing the primary's pod (ms from the kill; median (p10–p90) over runs)\n");
-    println!("{:<14} {:>22} {:>22} {:>22}", "down-after", "promotion", "relation data", "first write");
+    println!(
+        "{:<12} {:>20} {:>20} {:>26} {:>26}",
+        "down-after",
+        "promotion",
+        "first write",
+        "relation data (leader up)",
+        "relation data (leader killed)"
+    );
     for s in settings {
         println!(
-            "{:<14} {:>22} {:>22} {:>22}",
+            "{:<12} {:>20} {:>20} {:>26} {:>26}",
             format!("{} ms", s.down_after_ms),
             fmt_ms(&s.promotion_ms),
-            fmt_ms(&s.relation_data_ms),
-            fmt_ms(&s.first_write_ms)
+            fmt_ms(&s.first_write_ms),
+            fmt_ms(&s.relation_data_leader_alive_ms),
+            fmt_ms(&s.relation_data_leader_killed_ms)
         );
     }
+    println!(
+        "(runs per setting: {}; a killed pod stays down for --down-for seconds)",
+        settings[0].runs.len()
+    );
 }
 
 /// The hook part, inside the namespace: write its JSON to `path`.
@@ -263,7 +323,9 @@ fn outer(args: &Args) -> anyhow::Result<()> {
         (None, Vec::new())
     };
     let machine = machine(python);
-    let scratch = tempfile::Builder::new().prefix("redis-k8s-bench").tempdir()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("redis-k8s-bench")
+        .tempdir()?;
 
     // Hooks: this executable again, in a private mount namespace.
     let hooks_json = scratch.path().join("hooks.json");
@@ -330,7 +392,10 @@ fn outer(args: &Args) -> anyhow::Result<()> {
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)?;
     println!(
         "\nMachine: {} × {}, kernel {}, load {} at start",
-        report.machine.nproc, report.machine.cpu_model, report.machine.kernel, report.machine.load_average_at_start
+        report.machine.nproc,
+        report.machine.cpu_model,
+        report.machine.kernel,
+        report.machine.load_average_at_start
     );
     println!("JSON: {}", args.out.display());
     Ok(())
