@@ -21,3 +21,4 @@ pub mod sentinel;
 pub mod sim;
 pub mod switchover;
 pub mod templates;
+pub mod workload;

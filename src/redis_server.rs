@@ -5,31 +5,18 @@ use serde::Serialize;
 use crate::charm::{own_address, Outcome, RedisK8sCharm};
 use crate::literals::*;
 use crate::ops::framework::{EventHandle, Framework, HandlerError, HandlerResult};
-use crate::ops::pebble::{Layer, MakeDirOptions, Pebble, PebbleError, Service};
+use crate::ops::pebble::{Layer, Pebble, PebbleError};
 use crate::redis_client::RedisConn;
 use crate::sentinel::{current_primary, pebble_outcome, write_config};
 use crate::templates;
 
 /// The `redis` layer: the command names only the config file (passwords stay in it).
 pub fn redis_layer() -> Layer {
-    let mut layer = Layer {
-        summary: Some("Redis layer".into()),
-        description: Some("Redis layer".into()),
-        ..Layer::default()
-    };
-    layer.services.insert(
-        REDIS_SERVICE.into(),
-        Service {
-            r#override: Some("replace".into()),
-            summary: Some("Redis service".into()),
-            command: Some(format!("redis-server {REDIS_CONFIG_PATH}")),
-            user: Some(REDIS_USER.into()),
-            group: Some(REDIS_USER.into()),
-            startup: Some("enabled".into()),
-            ..Service::default()
-        },
-    );
-    layer
+    crate::workload::redis_user_layer(
+        REDIS_SERVICE,
+        "Redis",
+        format!("redis-server {REDIS_CONFIG_PATH}"),
+    )
 }
 
 /// Template inputs of `redis.conf.j2`.
@@ -116,16 +103,7 @@ pub fn converge(
             replicaof,
         },
     )?;
-    let log_dir = pebble.make_dir(
-        LOG_DIR,
-        &MakeDirOptions {
-            make_parents: true,
-            permissions: Some(0o770),
-            user: Some(REDIS_USER.into()),
-            group: Some(REDIS_USER.into()),
-            ..MakeDirOptions::default()
-        },
-    );
+    let log_dir = pebble.make_dir(LOG_DIR, &crate::workload::redis_dir(0o770));
     if let Err(e) = log_dir {
         return Ok(pebble_outcome(REDIS_CONTAINER, &e));
     }
@@ -171,16 +149,7 @@ pub fn data_dir(pebble: &dyn Pebble) -> Result<String, PebbleError> {
         return Ok(DATA_DIR.to_string());
     }
     let sub = format!("{DATA_DIR}/data");
-    pebble.make_dir(
-        &sub,
-        &MakeDirOptions {
-            make_parents: true,
-            permissions: Some(0o770),
-            user: Some(REDIS_USER.into()),
-            group: Some(REDIS_USER.into()),
-            ..MakeDirOptions::default()
-        },
-    )?;
+    pebble.make_dir(&sub, &crate::workload::redis_dir(0o770))?;
     Ok(sub)
 }
 

@@ -22,7 +22,7 @@ use crate::charm::{own_address, Outcome, RedisK8sCharm};
 use crate::client_relation;
 use crate::literals::*;
 use crate::ops::framework::{EventHandle, Framework, HandlerError, HandlerResult};
-use crate::ops::pebble::{Layer, MakeDirOptions, Pebble, PebbleError, PushOptions, Service};
+use crate::ops::pebble::{Layer, Pebble, PebbleError, PushOptions};
 use crate::primary::{ask_sentinels, SentinelView};
 use crate::redis_client::{value_to_string, RedisCallError, RedisConn};
 use crate::templates;
@@ -54,24 +54,11 @@ impl Sentinel {
 
 /// The `sentinel` layer: no secrets, only the config file path.
 pub fn sentinel_layer() -> Layer {
-    let mut layer = Layer {
-        summary: Some("Sentinel layer".into()),
-        description: Some("Sentinel layer".into()),
-        ..Layer::default()
-    };
-    layer.services.insert(
-        SENTINEL_SERVICE.into(),
-        Service {
-            r#override: Some("replace".into()),
-            summary: Some("Sentinel service".into()),
-            command: Some(format!("redis-server {SENTINEL_CONFIG_PATH} --sentinel")),
-            user: Some(REDIS_USER.into()),
-            group: Some(REDIS_USER.into()),
-            startup: Some("enabled".into()),
-            ..Service::default()
-        },
-    );
-    layer
+    crate::workload::redis_user_layer(
+        SENTINEL_SERVICE,
+        "Sentinel",
+        format!("redis-server {SENTINEL_CONFIG_PATH} --sentinel"),
+    )
 }
 
 /// Template inputs of `sentinel.conf.j2`.
@@ -332,16 +319,7 @@ pub fn converge(
 /// Create `/etc/redis-server` (0750, redis) and push a config file (0600, redis): the file
 /// holds passwords, so nobody but redis reads it.
 pub fn write_config(pebble: &dyn Pebble, path: &str, content: &str) -> Result<(), PebbleError> {
-    pebble.make_dir(
-        CONFIG_DIR,
-        &MakeDirOptions {
-            make_parents: true,
-            permissions: Some(0o750),
-            user: Some(REDIS_USER.into()),
-            group: Some(REDIS_USER.into()),
-            ..MakeDirOptions::default()
-        },
-    )?;
+    pebble.make_dir(CONFIG_DIR, &crate::workload::redis_dir(0o750))?;
     pebble.push(
         path,
         content.as_bytes(),
