@@ -48,7 +48,7 @@ impl Event {
             Event::Hook(h) => h.to_string(),
             Event::PebbleReady(c) => format!("{c}-pebble-ready"),
             Event::PeerChanged(_) => format!("{PEER}-relation-changed"),
-            Event::Action(a) => format!("action {a}"),
+            Event::Action(a) => format!("{a} (action)"),
         }
     }
 }
@@ -229,6 +229,23 @@ impl Cluster {
 
     /// Run `event` on unit `unit` with the `dispatch` in `charm_dir`.
     pub fn run(&mut self, unit: usize, charm_dir: &Path, event: &Event) -> anyhow::Result<HookRun> {
+        self.run_program(unit, charm_dir, event, None)
+    }
+
+    /// The hook tools directory (symlinks to the multi-call `juju-local`).
+    pub fn tools_dir(&self) -> PathBuf {
+        self.dir.path().join("tools")
+    }
+
+    /// Like [`Cluster::run`], with `program` (and its arguments) run in the hook's context
+    /// instead of `dispatch`: the calibration rows (a bare process, one hook tool).
+    pub fn run_program(
+        &mut self,
+        unit: usize,
+        charm_dir: &Path,
+        event: &Event,
+        program: Option<(&Path, &[&str])>,
+    ) -> anyhow::Result<HookRun> {
         self.contexts += 1;
         let spec = self.units[unit].clone();
         let context_id = format!("{}-{}", spec.name, self.contexts);
@@ -308,8 +325,22 @@ impl Cluster {
         let log_path = self.dir.path().join("hook.log");
         let log = std::fs::File::create(&log_path)?;
         let before = self.pebble_requests(unit);
+        let dispatch = charm_dir.join("dispatch");
+        let (exe, args) = program.unwrap_or((&dispatch, &[]));
+        // Peak RSS from GNU time: a child forked by the bench itself would report the bench's
+        // own RSS (a vfork'ed child's high-water mark is the parent's until it execs).
+        let rss_file = self.dir.path().join("rss.txt");
+        let _ = std::fs::remove_file(&rss_file);
+        let mut cmd = if Path::new(GNU_TIME).exists() {
+            let mut c = Command::new(GNU_TIME);
+            c.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        };
         let start = Instant::now();
-        let child = Command::new(charm_dir.join("dispatch"))
+        let child = cmd
+            .args(args)
             .env_clear()
             .envs(env)
             .current_dir(charm_dir)
@@ -317,7 +348,7 @@ impl Cluster {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("spawn {}/dispatch", charm_dir.display()))?;
+            .with_context(|| format!("spawn {}", exe.display()))?;
         let exit = crate::rusage::wait(child)?;
         let wall = start.elapsed();
         let pebble_requests = self.pebble_requests(unit) - before;
@@ -334,7 +365,7 @@ impl Cluster {
         Ok(HookRun {
             code: exit.code,
             wall,
-            max_rss_kib: exit.max_rss_kib,
+            max_rss_kib: gnu_time_rss(&rss_file).unwrap_or(exit.max_rss_kib),
             cpu: exit.cpu,
             tool_calls,
             pebble_requests,
@@ -414,6 +445,21 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+}
+
+/// GNU time (Debian package `time`): runs the hook and writes its peak RSS (`%M`, KiB).
+pub const GNU_TIME: &str = "/usr/bin/time";
+
+/// The last line GNU time wrote (it prefixes "Command exited with non-zero status N").
+fn gnu_time_rss(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `mount --bind src dst` (in the caller's mount namespace).

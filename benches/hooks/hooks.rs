@@ -1,7 +1,7 @@
 //! The per-event hook measurements (run inside the private mount namespace).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
@@ -95,6 +95,13 @@ pub struct Row {
     pub rss_ratio: Option<f64>,
 }
 
+/// What the machine charges before a charm does anything, measured the same way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Floor {
+    pub what: String,
+    pub figures: Figures,
+}
+
 /// The hook part of the report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HookReport {
@@ -102,6 +109,7 @@ pub struct HookReport {
     pub units: usize,
     pub measured_unit: String,
     pub rows: Vec<Row>,
+    pub floors: Vec<Floor>,
     pub statuses_after: Vec<String>,
     pub notes: Vec<String>,
 }
@@ -129,6 +137,13 @@ pub fn measure(
     let mut rust: Vec<Samples> = events.iter().map(|_| Samples::default()).collect();
     let mut ops: Vec<Samples> = events.iter().map(|_| Samples::default()).collect();
     let mut notes = Vec::new();
+    if !Path::new(crate::cluster::GNU_TIME).exists() {
+        notes.push(format!(
+            "{} is missing (Debian package `time`): peak RSS is wait4's ru_maxrss, which \
+             includes the bench process's own RSS; install it for the hook's own figure",
+            crate::cluster::GNU_TIME
+        ));
+    }
     for round in 0..=runs {
         if round == 1 {
             eprintln!("hooks: measuring {runs} rounds...");
@@ -189,6 +204,44 @@ pub fn measure(
             }
         })
         .collect();
+    // Calibration: a bare process, the charm binary printing its version, one hook tool.
+    let floors_spec: Vec<(String, PathBuf, Vec<&str>)> = vec![
+        (
+            "/bin/true (a process)".into(),
+            PathBuf::from("/bin/true"),
+            vec![],
+        ),
+        (
+            "dispatch --version (charm binary start)".into(),
+            rust_dir.join("dispatch"),
+            vec!["--version"],
+        ),
+        (
+            "is-leader (one hook-tool call)".into(),
+            cluster.tools_dir().join("is-leader"),
+            vec![],
+        ),
+    ];
+    let mut floors = Vec::new();
+    for (what, exe, args) in &floors_spec {
+        let mut s = Samples::default();
+        for _ in 0..=runs {
+            let r = cluster.run_program(
+                0,
+                &rust_dir,
+                &Event::Hook("update-status"),
+                Some((exe, args)),
+            )?;
+            s.push(r);
+        }
+        if !s.runs.is_empty() {
+            s.runs.remove(0);
+        }
+        floors.push(Floor {
+            what: what.clone(),
+            figures: s.figures(),
+        });
+    }
     // Refresh the other units' statuses (they ran no hook while unit 0 was measured).
     for u in 1..cluster.units.len() {
         cluster.must(u, &Event::Hook("update-status"))?;
@@ -198,6 +251,7 @@ pub fn measure(
         units: cluster.units.len(),
         measured_unit: cluster.units[0].name.clone(),
         rows,
+        floors,
         statuses_after: cluster.statuses(),
         notes,
     })

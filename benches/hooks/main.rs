@@ -209,7 +209,7 @@ fn print_hooks(h: &hooks::HookReport) {
         h.measured_unit, h.runs
     );
     println!(
-        "{:<30} {:>20} {:>7} {:>9} | {:>20} {:>7} {:>9} | {:>7} {:>6}",
+        "{:<36} {:>18} {:>5} {:>6} | {:>16} {:>5} {:>6} | {:>6} {:>5}",
         "event", "rust wall ms", "RSS", "calls", "ops wall ms", "RSS", "calls", "time ×", "RSS ×"
     );
     for r in &h.rows {
@@ -224,7 +224,7 @@ fn print_hooks(h: &hooks::HookReport) {
             None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "{:<30} {:>20} {:>7.1} {:>9} | {:>20} {:>7} {:>9} | {:>7} {:>6}",
+            "{:<36} {:>18} {:>5.1} {:>6} | {:>16} {:>5} {:>6} | {:>6} {:>5}",
             r.event,
             fmt_ms(&r.rust.wall_ms),
             r.rust.max_rss_mib.median,
@@ -238,6 +238,15 @@ fn print_hooks(h: &hooks::HookReport) {
             r.rss_ratio
                 .map(|x| format!("{x:.1}×"))
                 .unwrap_or_else(|| "-".into()),
+        );
+    }
+    println!("\nFloors (same measurement, no charm work):");
+    for f in &h.floors {
+        println!(
+            "  {:<40} {:>20} ms  RSS {:.1} MiB",
+            f.what,
+            fmt_ms(&f.figures.wall_ms),
+            f.figures.max_rss_mib.median
         );
     }
     for n in &h.notes {

@@ -4,6 +4,9 @@
 //! (VmHWM) cannot be done at the moment the process exits, so the bench reaps its children
 //! itself. `ru_maxrss` is the largest resident set of the process and of the descendants it
 //! waited for (here: the hook tools the charm ran), over every image it exec'd; not a sum.
+//! Caveat: a child std spawns with vfork starts from the parent's high-water mark, so the
+//! bench takes the RSS from GNU time when it is installed (see `cluster.rs`) and uses this
+//! only for the exit status and CPU time (which then include GNU time's own, well under 1 ms).
 
 use std::io;
 use std::os::raw::{c_int, c_long};
