@@ -72,3 +72,130 @@ pub fn check_service(
         }
     }
 }
+
+/// The primary as this unit's sentinel sees it, else the recorded `leader-host`.
+fn find_primary(topo: &crate::charm::Topology, app: &str) -> Option<String> {
+    let from_sentinel = RedisConn::connect(
+        &own_address(topo),
+        SENTINEL_PORT,
+        topo.peer.sentinel_password.as_deref(),
+    )
+    .and_then(|mut s| s.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", app]));
+    match from_sentinel {
+        Ok(redis::Value::Array(items)) if !items.is_empty() => {
+            Some(crate::redis_client::value_to_string(&items[0]))
+        }
+        Ok(_) => topo.peer.leader_host.clone(),
+        Err(e) => {
+            tracing::warn!(error = %e, "switchover: own sentinel not answering; using leader-host");
+            topo.peer.leader_host.clone()
+        }
+    }
+}
+
+/// `switchover [unit=<app>/<n>]`: a planned move of the primary role, run on any unit.
+pub fn switchover(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+    _: &mut EventHandle,
+) -> HandlerResult {
+    use crate::switchover::{step_down, StepDown};
+    let topo = charm.topology(fw)?.clone();
+    let app = fw.ctx.app_name.clone();
+    let params = fw.tools().action_get()?;
+    let target = match params.get("unit") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(u)) if !u.is_empty() => {
+            let known = u.rsplit_once('/').is_some_and(|(a, n)| {
+                a == app && !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
+            });
+            let domain = charm
+                .config(fw)
+                .map(|c| c.cluster_domain.clone())
+                .unwrap_or_else(|_| "cluster.local".into());
+            let fqdn = crate::peers::unit_fqdn(u, &fw.ctx.model_name, &domain);
+            if !known || (fqdn != topo.fqdn && !topo.peer_fqdns.contains(&fqdn)) {
+                fw.tools()
+                    .action_fail(&format!("unknown unit {u:?}: not a unit of {app}"))?;
+                return Ok(());
+            }
+            Some((u.clone(), fqdn))
+        }
+        Some(other) => {
+            fw.tools().action_fail(&format!(
+                "unit must be a unit name like {app}/1, got {other}"
+            ))?;
+            return Ok(());
+        }
+    };
+    let Some(primary) = find_primary(&topo, &app) else {
+        fw.tools()
+            .action_fail("no primary known yet (peer data not populated)")?;
+        return Ok(());
+    };
+    if let Some((u, fqdn)) = &target {
+        if *fqdn == primary {
+            fw.tools()
+                .action_fail(&format!("{u} is already the primary"))?;
+            return Ok(());
+        }
+    }
+    // The primary's own address when it is this unit (the FQDN may not resolve to a bound
+    // address everywhere), else its FQDN.
+    let host = if primary == topo.fqdn {
+        own_address(&topo)
+    } else {
+        primary.clone()
+    };
+    let outcome = step_down(
+        &topo,
+        &app,
+        &host,
+        target.as_ref().map(|t| t.1.as_str()),
+        std::time::Duration::from_secs(10),
+    );
+    let fail = |fw: &Framework<'_>, msg: String| -> HandlerResult {
+        fw.tools().action_fail(&msg)?;
+        Ok(())
+    };
+    match outcome {
+        Ok(StepDown::HandedOver {
+            new_primary,
+            paused,
+        }) => {
+            if let Some((u, fqdn)) = &target {
+                if new_primary != *fqdn {
+                    return fail(
+                        fw,
+                        format!(
+                            "sentinel promoted {new_primary}, not {u}; the primary moved anyway"
+                        ),
+                    );
+                }
+            }
+            let mut r = BTreeMap::new();
+            r.insert("old-primary".to_string(), primary);
+            r.insert("new-primary".to_string(), new_primary);
+            r.insert("paused-ms".to_string(), paused.as_millis().to_string());
+            fw.tools().action_set(&r)?;
+            Ok(())
+        }
+        Ok(StepDown::NotPrimary) => fail(
+            fw,
+            format!("{primary} is no longer the primary (a failover is running?); try again"),
+        ),
+        Ok(StepDown::NoReplica) => fail(fw, "no replica to hand the primary role to".into()),
+        Ok(StepDown::TargetNotReplica) => fail(
+            fw,
+            format!(
+                "{} is not an online replica of {primary}",
+                target.map(|t| t.0).unwrap_or_default()
+            ),
+        ),
+        Ok(StepDown::TimedOut) => fail(
+            fw,
+            "the switchover did not finish in time; sentinel may still complete it".into(),
+        ),
+        Err(e) => fail(fw, format!("switchover failed: {e}")),
+    }
+}

@@ -115,6 +115,12 @@ impl Charm for RedisK8sCharm {
             actions::get_sentinel_password,
         );
         o.observe(
+            "switchover_action",
+            &root,
+            "_switchover",
+            actions::switchover,
+        );
+        o.observe(
             "collect_unit_status",
             &root,
             "_on_collect_unit_status",
@@ -286,6 +292,8 @@ impl RedisK8sCharm {
             match crate::switchover::step_down(
                 &topo,
                 &fw.ctx.app_name,
+                &own_address(&topo),
+                None,
                 std::time::Duration::from_secs(10),
             ) {
                 Ok(outcome) => tracing::info!(?outcome, "leaving: primary role"),
@@ -311,6 +319,7 @@ impl RedisK8sCharm {
             sentinel::refresh_leader_host(self, fw)?;
             client_relation::publish(self, fw)?;
         }
+        redis_server::refresh_min_replicas(self, fw)?;
         let health = redis_server::health(self, fw)?;
         self.report(health);
         Ok(())

@@ -57,6 +57,10 @@ pub struct CharmConfig {
     pub save: Vec<(u64, u64)>,
     pub log_level: LogLevel,
     pub cluster_domain: String,
+    /// `min-replicas-to-write`: `None` is automatic (see [`CharmConfig::min_replicas_to_write`]).
+    pub min_replicas_to_write: Option<u64>,
+    /// `min-replicas-max-lag` in seconds (at least 1).
+    pub min_replicas_max_lag: u64,
 }
 
 impl Default for CharmConfig {
@@ -108,6 +112,31 @@ fn int_range(
     Ok(n as u64)
 }
 
+/// Like [`int_range`] for options where a negative value has a meaning (`-1` = automatic).
+fn int_range_signed(
+    map: &BTreeMap<String, Value>,
+    key: &'static str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ConfigError> {
+    let v = match get(map, key) {
+        None => return Ok(default),
+        Some(v) => v,
+    };
+    let n = v.as_i64().ok_or_else(|| ConfigError {
+        option: key,
+        reason: format!("expected an integer, got {v}"),
+    })?;
+    if n < min || n > max {
+        return Err(ConfigError {
+            option: key,
+            reason: format!("must be between {min} and {max}, got {n}"),
+        });
+    }
+    Ok(n)
+}
+
 fn string<'a>(
     map: &'a BTreeMap<String, Value>,
     key: &'static str,
@@ -143,6 +172,27 @@ pub fn parse_memory(s: &str) -> Option<u64> {
 }
 
 impl CharmConfig {
+    /// The `min-replicas-to-write` Redis should use with `planned_units` units.
+    /// `primary_without_replica` is true on a primary that has no replica in sync yet.
+    ///
+    /// Automatic (`-1`): one acknowledged replica once there are at least three units, so a
+    /// primary cut off from every replica stops taking writes that a failover would discard;
+    /// off with fewer units, where requiring a replica would stop writes whenever the only
+    /// replica restarts. A primary that has never had a replica in sync (a fresh deployment,
+    /// before the first full sync) keeps it off too, so it is writable as soon as it runs; the
+    /// next converge or update-status turns it on.
+    pub fn min_replicas_to_write(
+        &self,
+        planned_units: usize,
+        primary_without_replica: bool,
+    ) -> u64 {
+        match self.min_replicas_to_write {
+            Some(n) => n,
+            None if planned_units >= 3 && !primary_without_replica => 1,
+            None => 0,
+        }
+    }
+
     /// Validate `config-get --all` output.
     pub fn from_map(map: &BTreeMap<String, Value>) -> Result<CharmConfig, ConfigError> {
         let enable_tls = boolean(map, "enable-tls", false)?;
@@ -209,7 +259,12 @@ impl CharmConfig {
                 reason: format!("not a valid DNS domain: {domain:?}"),
             });
         }
+        let mrw = int_range_signed(map, "min-replicas-to-write", -1, -1, 1000)?;
+        let min_replicas_to_write = u64::try_from(mrw).ok();
+        let min_replicas_max_lag = int_range(map, "min-replicas-max-lag", 10, 1, 3600)?;
         Ok(CharmConfig {
+            min_replicas_to_write,
+            min_replicas_max_lag,
             enable_tls,
             down_after_ms,
             failover_timeout_ms,
@@ -259,12 +314,36 @@ mod tests {
             ("cluster-domain", Value::from("bad domain")),
             ("sentinel-down-after-milliseconds", Value::from(5)),
             ("enable-tls", Value::from("yes")),
+            ("min-replicas-to-write", Value::from(-2)),
+            ("min-replicas-to-write", Value::from("one")),
+            ("min-replicas-max-lag", Value::from(0)),
         ];
         for (k, v) in cases {
             let err = CharmConfig::from_map(&map(&[(k, v)])).unwrap_err();
             assert_eq!(err.option, k);
             assert!(err.to_string().contains(k));
         }
+    }
+
+    #[test]
+    fn min_replicas_follow_the_topology_unless_set() {
+        let auto = CharmConfig::default();
+        assert_eq!(auto.min_replicas_max_lag, 10);
+        assert_eq!(auto.min_replicas_to_write(1, false), 0);
+        assert_eq!(auto.min_replicas_to_write(2, false), 0);
+        assert_eq!(auto.min_replicas_to_write(3, false), 1);
+        assert_eq!(auto.min_replicas_to_write(5, false), 1);
+        assert_eq!(auto.min_replicas_to_write(3, true), 0);
+        let fixed = CharmConfig::from_map(&map(&[
+            ("min-replicas-to-write", Value::from(2)),
+            ("min-replicas-max-lag", Value::from(3)),
+        ]))
+        .unwrap();
+        assert_eq!(fixed.min_replicas_to_write(1, true), 2);
+        assert_eq!(fixed.min_replicas_max_lag, 3);
+        let off =
+            CharmConfig::from_map(&map(&[("min-replicas-to-write", Value::from(0))])).unwrap();
+        assert_eq!(off.min_replicas_to_write(3, false), 0);
     }
 
     #[test]

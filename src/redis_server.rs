@@ -34,6 +34,8 @@ pub struct RedisConfig<'a> {
     pub maxmemory_policy: &'a str,
     pub redis_password: Option<&'a str>,
     pub replicaof: Option<&'a str>,
+    pub min_replicas_to_write: u64,
+    pub min_replicas_max_lag: u64,
 }
 
 pub fn on_pebble_ready(
@@ -75,6 +77,13 @@ pub fn converge(
         return Ok(Outcome::Waiting("Failover in progress".into()));
     };
     let replicaof = (primary != topo.fqdn).then_some(primary.as_str());
+    let min_replicas = (
+        cfg.min_replicas_to_write(
+            fw.model().planned_units()?,
+            replicaof.is_none() && primary_without_replica(&topo),
+        ),
+        cfg.min_replicas_max_lag,
+    );
     let data_dir = match data_dir(&*pebble) {
         Ok(d) => d,
         Err(e) => return Ok(pebble_outcome(REDIS_CONTAINER, &e)),
@@ -101,6 +110,8 @@ pub fn converge(
             maxmemory_policy: cfg.maxmemory_policy,
             redis_password: topo.peer.admin_password(),
             replicaof,
+            min_replicas_to_write: min_replicas.0,
+            min_replicas_max_lag: min_replicas.1,
         },
     )?;
     let log_dir = pebble.make_dir(LOG_DIR, &crate::workload::redis_dir(0o770));
@@ -123,6 +134,7 @@ pub fn converge(
             .unwrap_or(false);
     if running {
         follow_primary_at_runtime(&topo, replicaof);
+        apply_min_replicas(&topo, min_replicas);
         return Ok(Outcome::Done);
     }
     if !planned {
@@ -171,6 +183,61 @@ fn follow_primary_at_runtime(topo: &crate::charm::Topology, replicaof: Option<&s
         });
     if let Err(e) = result {
         tracing::debug!(error = %e, "could not check replication role");
+    }
+}
+
+/// Whether our own Redis is a primary with no replica in sync (`state=online`), or is not
+/// running (a first start: it has no replica yet either).
+fn primary_without_replica(topo: &crate::charm::Topology) -> bool {
+    RedisConn::connect(&own_address(topo), REDIS_PORT, topo.peer.admin_password())
+        .and_then(|mut c| c.info("replication"))
+        .map(|info| {
+            info.get("role").map(String::as_str) == Some("master")
+                && !info
+                    .iter()
+                    .any(|(k, v)| k.starts_with("slave") && v.contains("state=online"))
+        })
+        .unwrap_or(true)
+}
+
+/// update-status: bring the running Redis's min-replicas settings up to date (the automatic
+/// value turns on once a fresh primary has a replica in sync). Config errors are reported
+/// elsewhere.
+pub fn refresh_min_replicas(charm: &mut RedisK8sCharm, fw: &Framework<'_>) -> HandlerResult {
+    let Ok(cfg) = charm.config(fw).cloned() else {
+        return Ok(());
+    };
+    let topo = charm.topology(fw)?.clone();
+    if !topo.peer.is_populated() {
+        return Ok(());
+    }
+    let alone = primary_without_replica(&topo);
+    let to_write = cfg.min_replicas_to_write(fw.model().planned_units()?, alone);
+    apply_min_replicas(&topo, (to_write, cfg.min_replicas_max_lag));
+    Ok(())
+}
+
+/// Apply `min-replicas-to-write` / `min-replicas-max-lag` to the running Redis when they
+/// differ (the rendered file holds them for the next start); no restart needed.
+fn apply_min_replicas(topo: &crate::charm::Topology, (to_write, max_lag): (u64, u64)) {
+    let host = own_address(topo);
+    let result =
+        RedisConn::connect(&host, REDIS_PORT, topo.peer.admin_password()).and_then(|mut c| {
+            for (name, want) in [
+                ("min-replicas-to-write", to_write),
+                ("min-replicas-max-lag", max_lag),
+            ] {
+                let current =
+                    crate::redis_client::value_to_map(&c.command(&["CONFIG", "GET", name])?);
+                if current.get(name).map(String::as_str) != Some(want.to_string().as_str()) {
+                    c.command(&["CONFIG", "SET", name, &want.to_string()])?;
+                    tracing::info!(option = name, value = want, "applied at runtime");
+                }
+            }
+            Ok(())
+        });
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "could not apply min-replicas settings");
     }
 }
 
