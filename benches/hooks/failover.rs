@@ -128,6 +128,9 @@ pub struct Run {
     pub promotion_ms: Option<f64>,
     pub relation_data_ms: Option<f64>,
     pub first_write_ms: Option<f64>,
+    /// The last refusal the new primary gave after its promotion and before the first
+    /// successful write (why writes lagged the promotion), if any.
+    pub write_refused_after_promotion: Option<String>,
 }
 
 /// One down-after setting.
@@ -201,15 +204,17 @@ fn role(addr: &str, password: &str) -> Option<String> {
     }
 }
 
-fn write_ok(addr: &str, password: &str, n: usize) -> bool {
-    let Ok(mut c) =
+/// `SET` on `addr`: Ok, or the reason it was refused (e.g. READONLY on a replica,
+/// NOREPLICAS on a primary that min-replicas-to-write holds back).
+fn write(addr: &str, password: &str, n: usize) -> Result<(), String> {
+    let mut c =
         RedisConn::connect_with_timeout(addr, 6379, Some(password), Duration::from_millis(200))
-    else {
-        return false;
-    };
-    c.command_string(&["SET", "bench:failover", &n.to_string()])
-        .map(|r| r == "OK")
-        .unwrap_or(false)
+            .map_err(|e| e.to_string())?;
+    match c.command_string(&["SET", "bench:failover", &n.to_string()]) {
+        Ok(r) if r == "OK" => Ok(()),
+        Ok(r) => Err(r),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -298,6 +303,7 @@ pub fn measure_setting(
         let kill_cmd_ms = ms(t0.elapsed());
         let (mut promoted, mut promotion, mut written, mut reldata) =
             (None::<UnitRow>, None, None, None);
+        let mut refused: Option<String> = None;
         while t0.elapsed() < RUN_TIMEOUT
             && (promotion.is_none() || written.is_none() || reldata.is_none())
         {
@@ -307,8 +313,14 @@ pub fn measure_setting(
                     promotion = Some(t0.elapsed());
                     promoted = Some(u.clone());
                 }
-                if written.is_none() && write_ok(&u.address, &password, n) {
-                    written = Some(t0.elapsed());
+                if written.is_none() {
+                    match write(&u.address, &password, n) {
+                        Ok(()) => written = Some(t0.elapsed()),
+                        Err(e) if promoted.as_ref().is_some_and(|p| p.name == u.name) => {
+                            refused = Some(e)
+                        }
+                        Err(_) => {}
+                    }
                 }
             }
             if let (Some(p), None) = (&promoted, reldata) {
@@ -331,6 +343,7 @@ pub fn measure_setting(
             promotion_ms: promotion.map(ms),
             relation_data_ms: reldata.map(ms),
             first_write_ms: written.map(ms),
+            write_refused_after_promotion: refused,
         };
         eprintln!(
             "failover: run {}: killed {}{} -> {}: promotion {:?} ms, relation data {:?} ms, first write {:?} ms",
@@ -342,6 +355,9 @@ pub fn measure_setting(
             run.relation_data_ms.map(|x| x.round()),
             run.first_write_ms.map(|x| x.round())
         );
+        if let Some(e) = &run.write_refused_after_promotion {
+            eprintln!("failover:   the new primary refused writes at first: {e}");
+        }
         results.push(run);
         // The killed pod comes back and rejoins as a replica before the next kill.
         model.ok(&["wait", "--timeout", "180"])?;

@@ -110,6 +110,8 @@ pub struct HookReport {
     pub measured_unit: String,
     pub rows: Vec<Row>,
     pub floors: Vec<Floor>,
+    /// /proc/loadavg when the measured rounds began and ended (the machine may be shared).
+    pub load_average: [String; 2],
     pub statuses_after: Vec<String>,
     pub notes: Vec<String>,
 }
@@ -133,6 +135,15 @@ pub fn measure(
         crate::baseline::charm_dir(repo, v, &ops_dir)?;
     }
     let rust_dir = cluster.units[0].charm_dir.clone();
+    let loadavg = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let load_before = loadavg();
     let events = events();
     let mut rust: Vec<Samples> = events.iter().map(|_| Samples::default()).collect();
     let mut ops: Vec<Samples> = events.iter().map(|_| Samples::default()).collect();
@@ -204,6 +215,7 @@ pub fn measure(
             }
         })
         .collect();
+    let load_after = loadavg();
     // Calibration: a bare process, the charm binary printing its version, one hook tool.
     let floors_spec: Vec<(String, PathBuf, Vec<&str>)> = vec![
         (
@@ -252,6 +264,7 @@ pub fn measure(
         measured_unit: cluster.units[0].name.clone(),
         rows,
         floors,
+        load_average: [load_before, load_after],
         statuses_after: cluster.statuses(),
         notes,
     })

@@ -240,6 +240,10 @@ fn print_hooks(h: &hooks::HookReport) {
                 .unwrap_or_else(|| "-".into()),
         );
     }
+    println!(
+        "\nLoad average (1/5/15 min) when the rounds began: {}; when they ended: {}",
+        h.load_average[0], h.load_average[1]
+    );
     println!("\nFloors (same measurement, no charm work):");
     for f in &h.floors {
         println!(
