@@ -1,29 +1,44 @@
 //! The Python ops baseline (`benches/ops_baseline/`): its venv (ops, jinja2 and redis-py from
-//! PyPI, in a cache directory outside the repo, created on first use) and its charm directory.
+//! PyPI, pinned, in a cache directory outside the repo, created on first use) and its charm
+//! directory. The venv is the bench's own: `scripts/ops-venv.sh` keeps another one (ops only)
+//! for the e2e client charm, and each would rebuild the other's.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context};
 
-/// The packages the baseline charm imports.
-pub const PACKAGES: &[&str] = &["ops", "jinja2", "redis"];
+/// What the baseline charm imports, pinned so runs compare: ops 2.x is what most published
+/// charms run today (and the version the project's e2e client charm uses).
+pub const PACKAGES: &[(&str, &str)] = &[("ops", "2.23.6"), ("jinja2", "3.1.6"), ("redis", "8.1.0")];
 
-/// `$REDIS_K8S_OPS_VENV`, else `~/.cache/redis-k8s/ops-venv`.
+/// `$REDIS_K8S_BENCH_VENV`, else `~/.cache/redis-k8s/ops-bench-venv`.
 pub fn venv_dir() -> PathBuf {
-    if let Some(v) = std::env::var_os("REDIS_K8S_OPS_VENV") {
+    if let Some(v) = std::env::var_os("REDIS_K8S_BENCH_VENV") {
         return PathBuf::from(v);
     }
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| PathBuf::from("/tmp"));
-    cache.join("redis-k8s").join("ops-venv")
+    cache.join("redis-k8s").join("ops-bench-venv")
 }
 
+/// The venv imports every package at its pinned version.
 fn venv_ready(venv: &Path) -> bool {
+    let script = r#"
+import sys, importlib, importlib.metadata as m
+for spec in sys.argv[1:]:
+    name, want = spec.split("==")
+    importlib.import_module(name)
+    if m.version(name) != want:
+        sys.exit(1)
+"#;
     let out = Command::new(venv.join("bin/python3"))
-        .args(["-c", "import ops, jinja2, redis"])
+        .arg("-c")
+        .arg(script)
+        .args(PACKAGES.iter().map(|(n, v)| format!("{n}=={v}")))
+        .current_dir("/")
         .output();
     matches!(out, Ok(o) if o.status.success())
 }
@@ -75,6 +90,7 @@ pub fn ensure_venv() -> anyhow::Result<(PathBuf, Vec<String>)> {
              print('python==' + sys.version.split()[0])\n\
              for p in ('ops', 'jinja2', 'redis'): print(p + '==' + m.version(p))",
         ])
+        .current_dir("/")
         .output()?;
     let versions = String::from_utf8_lossy(&out.stdout)
         .lines()
