@@ -60,26 +60,36 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 pub fn ensure_venv() -> anyhow::Result<(PathBuf, Vec<String>)> {
     let venv = venv_dir();
     if !venv_ready(&venv) {
+        let specs: Vec<String> = PACKAGES.iter().map(|(n, v)| format!("{n}=={v}")).collect();
         eprintln!(
             "creating the ops venv in {} (pip install {})",
             venv.display(),
-            PACKAGES.join(" ")
+            specs.join(" ")
         );
         if let Some(p) = venv.parent() {
             std::fs::create_dir_all(p)?;
         }
         let python = std::env::var("REDIS_K8S_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+        // From / so that nothing in the caller's cwd shadows a module.
         run(Command::new(&python)
             .args(["-m", "venv", "--clear"])
-            .arg(&venv))?;
-        run(Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .args(PACKAGES))?;
+            .arg(&venv)
+            .current_dir("/"))?;
+        run(Command::new(venv.join("bin/python3"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(&specs)
+            .current_dir("/"))?;
         if !venv_ready(&venv) {
             bail!(
-                "{} still cannot import {}",
+                "{} still does not import {}",
                 venv.display(),
-                PACKAGES.join(", ")
+                specs.join(", ")
             );
         }
     }
@@ -90,6 +100,7 @@ pub fn ensure_venv() -> anyhow::Result<(PathBuf, Vec<String>)> {
              print('python==' + sys.version.split()[0])\n\
              for p in ('ops', 'jinja2', 'redis'): print(p + '==' + m.version(p))",
         ])
+        .current_dir("/")
         .current_dir("/")
         .output()?;
     let versions = String::from_utf8_lossy(&out.stdout)
