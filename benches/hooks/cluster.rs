@@ -124,6 +124,9 @@ impl Cluster {
         tools_bin: &Path,
         first_octet: u8,
     ) -> anyhow::Result<Cluster> {
+        if n < 2 {
+            bail!("the cluster needs at least 2 units (peer relation-changed names a second one)");
+        }
         let dir = tempfile::Builder::new().prefix("hook-bench").tempdir()?;
         let tools = dir.path().join("tools");
         std::fs::create_dir_all(&tools)?;

@@ -293,6 +293,7 @@ pub fn measure_setting(
             .find(|u| u.role == "primary")
             .cloned()
             .context("no primary")?;
+        // (`settled` guaranteed three units, so there are two survivors.)
         let survivors: Vec<UnitRow> = units
             .iter()
             .filter(|u| u.name != primary.name)
@@ -324,7 +325,7 @@ pub fn measure_setting(
                 }
             }
             if let (Some(p), None) = (&promoted, reldata) {
-                let host = model.leader_host(&survivors[0].name).unwrap_or_default();
+                let host = model.leader_host(&p.name).unwrap_or_default();
                 let fqdn_prefix = format!("{}.", p.name.replace('/', "-"));
                 if host.starts_with(&fqdn_prefix) || host == p.address {
                     reldata = Some(t0.elapsed());
