@@ -183,6 +183,10 @@ fn install_interrupt_guard() {
                     .arg(&d)
                     .arg("down")
                     .status();
+                // The model dir lives in the bench's scratch dir, which no Drop removes now.
+                if let Some(scratch) = d.parent() {
+                    let _ = std::fs::remove_dir_all(scratch);
+                }
             }
             std::process::exit(130);
         }
