@@ -204,7 +204,8 @@ impl RedisK8sCharm {
     pub fn report(&mut self, outcome: Outcome) -> bool {
         match outcome {
             Outcome::Done => {
-                self.outcomes.push(StatusValue::active(""));
+                let role = self.role_message();
+                self.outcomes.push(StatusValue::active(role));
                 false
             }
             Outcome::Active(msg) => {
@@ -325,8 +326,20 @@ impl RedisK8sCharm {
         Ok(())
     }
 
+    /// The active message: the role this hook converged to, so converging hooks and
+    /// update-status agree and an unchanged status costs no `status-set`.
+    fn role_message(&self) -> &'static str {
+        match &self.topology {
+            Some(t) if t.peer.leader_host.as_deref() == Some(t.fqdn.as_str()) => "primary",
+            Some(t) if t.peer.is_populated() => "replica",
+            _ => "",
+        }
+    }
+
     fn collect_unit_status(&mut self, fw: &mut Framework<'_>) {
-        if let Err(e) = self.config(fw) {
+        // Only a hook that used the config reports on it (config-changed always follows a
+        // config change), so hooks that never read it (install, actions) cost no config-get.
+        if let Some(Err(e)) = self.config.get() {
             fw.add_status(StatusValue::blocked(e.to_string()));
         }
         for s in std::mem::take(&mut self.outcomes) {

@@ -62,7 +62,8 @@ pub fn converge(
         Err(e) => return Ok(Outcome::Blocked(e.to_string())),
     };
     let pebble = fw.container(REDIS_CONTAINER);
-    if pebble.system_info().is_err() {
+    // In this container's own pebble-ready, Pebble has just said it is up: don't ask again.
+    if !crate::sentinel::is_ready_event_of(fw, REDIS_CONTAINER) && pebble.system_info().is_err() {
         return Ok(Outcome::Waiting(
             "Waiting for Pebble in workload container".into(),
         ));
@@ -254,12 +255,10 @@ pub fn health(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<Outco
     Ok(match info {
         Ok(info) => match info.get("role").map(String::as_str) {
             Some("master") => Outcome::Active("primary".into()),
-            Some(_) => Outcome::Active(format!(
-                "replica (link {})",
-                info.get("master_link_status")
-                    .map(String::as_str)
-                    .unwrap_or("unknown")
-            )),
+            Some(_) => match info.get("master_link_status").map(String::as_str) {
+                Some("up") => Outcome::Active("replica".into()),
+                other => Outcome::Active(format!("replica (link {})", other.unwrap_or("unknown"))),
+            },
             None => Outcome::Active(String::new()),
         },
         Err(e) => {

@@ -186,6 +186,12 @@ pub fn on_pebble_ready(
     Ok(())
 }
 
+/// Is this dispatch the pebble-ready of `container`? Then its Pebble is known to be up.
+/// (A deferred pebble-ready re-run in another hook still checks.)
+pub fn is_ready_event_of(fw: &Framework<'_>, container: &str) -> bool {
+    matches!(&fw.ctx.event, crate::ops::context::Event::PebbleReady { container: c } if c == container)
+}
+
 /// A Pebble failure as a waiting outcome (logged; never a panic or a traceback).
 pub fn pebble_outcome(container: &str, e: &PebbleError) -> Outcome {
     tracing::warn!(%container, error = %e, "Pebble request failed");
@@ -238,7 +244,8 @@ pub fn converge(
         Err(e) => return Ok(Outcome::Blocked(e.to_string())),
     };
     let pebble = fw.container(SENTINEL_CONTAINER);
-    if let Err(e) = pebble.system_info() {
+    let known_up = is_ready_event_of(fw, SENTINEL_CONTAINER);
+    if let Err(e) = (!known_up).then(|| pebble.system_info()).transpose() {
         tracing::debug!(error = %e, "sentinel Pebble not reachable");
         return Ok(Outcome::Waiting(
             "Waiting for Pebble in sentinel container".into(),

@@ -335,3 +335,56 @@ fn client_relation_gets_host_port_and_the_primary() {
     assert!(!unit["hostname"].is_empty());
     assert_eq!(wl.relation_data(rel, APP)["leader-host"], FQDN0);
 }
+
+#[test]
+fn hooks_make_no_call_whose_answer_is_already_known() {
+    let w = world(1);
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
+    // install has no handler: no config-get, no is-leader (nobody collects app status).
+    let r = s
+        .run::<RedisK8sCharm>("hooks/install", HookInfo::default())
+        .unwrap();
+    assert!(r.session.calls().is_empty(), "{:?}", r.session.calls());
+
+    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
+    // In its own pebble-ready, Pebble is known to be up: no system-info request.
+    let sentinel = pebble.get("sentinel");
+    sentinel.clear_calls();
+    let hook = HookInfo {
+        hook_name: "sentinel-pebble-ready".into(),
+        ..HookInfo::default()
+    };
+    let r = s
+        .run::<RedisK8sCharm>("hooks/sentinel-pebble-ready", hook)
+        .unwrap();
+    assert!(r.error.is_none());
+    assert!(
+        !sentinel.calls().iter().any(|c| c.contains("system")),
+        "{:?}",
+        sentinel.calls()
+    );
+    // Config and the peer databag are read once.
+    let calls = r.session.calls();
+    assert_eq!(
+        calls.iter().filter(|c| *c == "config-get").count(),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| *c == "relation-get").count(),
+        1,
+        "{calls:?}"
+    );
+    // The converged status names the role; setting the same status again is skipped.
+    assert_eq!(status(&w, "redis-k8s/0"), StatusValue::active("primary"));
+    let r = s
+        .run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
+        .unwrap();
+    assert!(
+        !r.session.calls().iter().any(|c| c == "status-set"),
+        "{:?}",
+        r.session.calls()
+    );
+}

@@ -714,7 +714,12 @@ fn collect_status<C: Charm>(
     observers: &Observers<C>,
 ) -> Result<(), FrameworkError> {
     let mut last: LastStatus = fw.stored("", "_status");
-    let leader = fw.model().is_leader().map_err(FrameworkError::Status)?;
+    // Without app-status observers there is nothing to collect for the app: skip is-leader.
+    let wants_app = observers
+        .list
+        .iter()
+        .any(|o| o.kind == "collect_app_status");
+    let leader = wants_app && fw.model().is_leader().map_err(FrameworkError::Status)?;
     let targets: &[(&str, bool)] = if leader {
         &[("collect_app_status", true), ("collect_unit_status", false)]
     } else {
