@@ -47,6 +47,9 @@ pub struct RedisK8sCharm {
     topology: Option<Topology>,
     /// Unit statuses produced by this hook's handlers, reported at collect-status.
     outcomes: Vec<StatusValue>,
+    /// The role the redis path converged to in this hook (from the sentinels' view), which
+    /// beats the recorded `leader-host` for the status message.
+    pub converged_role: Option<&'static str>,
 }
 
 pub const ROOT: &str = "RedisK8sCharm";
@@ -272,6 +275,11 @@ impl RedisK8sCharm {
             tracing::warn!(error = %e, "config invalid; not applying");
             return Ok(());
         }
+        // Also upgrade-charm, which Juju runs when a pod is replaced: a leader whose pod
+        // came back must not keep publishing itself as primary after a failover.
+        if fw.model().is_leader()? {
+            sentinel::refresh_leader_host(self, fw)?;
+        }
         self.converge_all(fw, ev)
     }
 
@@ -329,6 +337,9 @@ impl RedisK8sCharm {
     /// The active message: the role this hook converged to, so converging hooks and
     /// update-status agree and an unchanged status costs no `status-set`.
     fn role_message(&self) -> &'static str {
+        if let Some(role) = self.converged_role {
+            return role;
+        }
         match &self.topology {
             Some(t) if t.peer.leader_host.as_deref() == Some(t.fqdn.as_str()) => "primary",
             Some(t) if t.peer.is_populated() => "replica",

@@ -78,6 +78,11 @@ pub fn converge(
         return Ok(Outcome::Waiting("Failover in progress".into()));
     };
     let replicaof = (primary != topo.fqdn).then_some(primary.as_str());
+    charm.converged_role = Some(if replicaof.is_some() {
+        "replica"
+    } else {
+        "primary"
+    });
     let min_replicas = (
         cfg.min_replicas_to_write(
             fw.model().planned_units()?,

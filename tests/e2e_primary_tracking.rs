@@ -486,3 +486,41 @@ fn before_juju_3_6_25_update_status_catches_up() {
     assert!(!notices.is_empty(), "the script recorded no notice");
     assert!(notices.iter().all(|n| n.user_id.is_some_and(|u| u != 0)));
 }
+
+/// The primary is the leader's unit and its pod dies: non-leaders cannot write app data, so
+/// the leader must publish the new primary as soon as its pod is back (upgrade-charm →
+/// config-changed), not at the next update-status (an hour here).
+#[test]
+fn a_returning_leader_publishes_the_primary_chosen_while_it_was_gone() {
+    let Cluster {
+        m,
+        pw,
+        sentinel_pw: _,
+        first,
+        leader,
+    } = deploy("leaderback", "127.0.68", "3.6.25", "3600");
+    if format!("{APP}/{first}") != leader {
+        println!("the first primary is not the leader's unit; nothing to test");
+        return;
+    }
+    let replicas: Vec<usize> = ALL.iter().copied().filter(|n| *n != first).collect();
+    m.ok(&["kill-pod", &leader, "--down-for", "8"]);
+    let (newp, _) = wait_promotion(&m, &replicas, &pw, Duration::from_secs(60));
+    m.ok(&["wait", "--timeout", "120"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let peer = m.leader_host(&leader, "redis-peers");
+        let client = m.leader_host("client/0", "redis");
+        if peer == m.fqdn(newp) && client == m.fqdn(newp) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the leader's pod came back: peer leader-host {peer}, client {client}, \
+             primary {}\n{}",
+            m.fqdn(newp),
+            m.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
