@@ -269,10 +269,40 @@ fn ops_charm_reads_the_redis_relation() {
 
     // Kill the primary's pod: Sentinel promotes a replica, the leader republishes
     // `leader-host`, and the ops charm's relation-changed sees the new primary.
+    // Sentinel can only promote a replica it knows: it learns them from the primary's INFO
+    // every 10 s, so wait until every sentinel knows both replicas and the other sentinels.
+    let sentinel_pw = {
+        let out = m.ok(&["run", &format!("{APP}/0"), "get-sentinel-password"]);
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("sentinel-password:"))
+            .map(|p| p.trim().trim_matches('\'').to_string())
+            .expect("sentinel-password")
+    };
+    let addresses: Vec<String> = m.status()["units"]
+        .as_array()
+        .map(|us| {
+            us.iter()
+                .filter(|u| u["name"].as_str().unwrap_or("").starts_with(APP))
+                .filter_map(|u| u["address"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    eventually("sentinels know both replicas", 60, || {
+        for addr in &addresses {
+            let info = redis_k8s::sentinel::Sentinel::master_info(addr, &sentinel_pw, APP)
+                .map_err(|e| e.to_string())?;
+            if info.get("num-slaves").map(String::as_str) != Some("2")
+                || info.get("num-other-sentinels").map(String::as_str) != Some("2")
+            {
+                return Err(format!("{addr}: {info:?}"));
+            }
+        }
+        Ok(())
+    });
     m.ok(&["kill-pod", &primary]);
     let old = primary.clone();
     let mut newp = String::new();
-    eventually("a new primary", 60, || {
+    eventually("a new primary", 120, || {
         newp = m.primary().filter(|p| *p != old).ok_or("no new primary")?;
         Ok(())
     });
