@@ -344,6 +344,16 @@ fn redis_ha_on_the_local_model() {
         "{host} vs {primary}"
     );
 
+    // Sentinel can only promote a replica it knows (it learns them from the primary's INFO
+    // every 10 s): wait until every sentinel knows both replicas before the kill.
+    for (_, addr, _) in m.roles() {
+        eventually("sentinels know both replicas", 60, || {
+            redis_k8s::sentinel::Sentinel::master_info(&addr, &sentinel_pw, APP)
+                .map(|i| i.get("num-slaves").map(String::as_str) == Some("2"))
+                .unwrap_or(false)
+        });
+    }
+
     // Kill the primary's pod: a replica is promoted; the old primary comes back as a replica.
     m.ok(&["kill-pod", &primary]);
     let (newp, naddr) = m.wait_roles(1, Some(&primary), 90);
