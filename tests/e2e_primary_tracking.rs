@@ -495,7 +495,7 @@ fn a_returning_leader_publishes_the_primary_chosen_while_it_was_gone() {
     let Cluster {
         m,
         pw,
-        sentinel_pw: _,
+        sentinel_pw,
         first,
         leader,
     } = deploy("leaderback", "127.0.68", "3.6.25", "3600");
@@ -503,6 +503,8 @@ fn a_returning_leader_publishes_the_primary_chosen_while_it_was_gone() {
         println!("the first primary is not the leader's unit; nothing to test");
         return;
     }
+    // Sentinel can only promote replicas it has discovered.
+    wait_sentinels_settled(&m, &ALL, first, &sentinel_pw);
     let replicas: Vec<usize> = ALL.iter().copied().filter(|n| *n != first).collect();
     m.ok(&["kill-pod", &leader, "--down-for", "8"]);
     let (newp, _) = wait_promotion(&m, &replicas, &pw, Duration::from_secs(60));
