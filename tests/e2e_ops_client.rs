@@ -7,121 +7,43 @@
 //!
 //! The ops venv comes from `scripts/ops-venv.sh` (created once outside the repo, then reused).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+mod common;
 
-const JL: &str = env!("CARGO_BIN_EXE_juju-local");
-const CHARM_BIN: &str = env!("CARGO_BIN_EXE_redis-k8s");
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const APP: &str = "redis-k8s";
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{eventually_ok as eventually, Model, APP, CHARM_BIN, ROOT};
+
 const CLIENT: &str = "ops-client";
 const MODEL: &str = "opsclient";
 
-/// A model directory; `down` on drop, so every process goes even when the test fails.
-struct Model {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
 impl Model {
-    fn cmd_in(&self, cwd: &Path, args: &[&str]) -> Output {
-        Command::new(JL)
-            .arg("--model")
-            .arg(MODEL)
-            .arg("--model-dir")
-            .arg(&self.dir)
-            .args(args)
-            .current_dir(cwd)
-            .env_remove("JUJU_LOCAL_DIR")
-            .output()
-            .expect("run juju-local")
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        self.cmd_in(Path::new(ROOT), args)
-    }
-
-    fn check(&self, args: &[&str], out: Output) -> String {
-        assert!(
-            out.status.success(),
-            "juju-local {args:?} failed:\nstdout: {}\nstderr: {}\nstatus:\n{}\nclient log:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&self.cmd(&["status"]).stdout),
-            String::from_utf8_lossy(&self.cmd(&["logs", &format!("{CLIENT}/0")]).stdout),
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args);
-        self.check(args, out)
-    }
-
-    fn status(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["status", "--format", "json"])).expect("status JSON")
-    }
-
     /// The unit Redis reports as primary, when exactly one is and the others are replicas.
     fn primary(&self) -> Option<String> {
-        let st = self.status();
-        let units: Vec<&serde_json::Value> = st["units"]
-            .as_array()?
+        let roles = self.roles();
+        let primaries: Vec<&str> = roles
             .iter()
-            .filter(|u| u["name"].as_str().unwrap_or("").starts_with(APP))
+            .filter(|r| r.2 == "primary")
+            .map(|r| r.0.as_str())
             .collect();
-        let primaries: Vec<&str> = units
-            .iter()
-            .filter(|u| u["role"] == "primary")
-            .filter_map(|u| u["name"].as_str())
-            .collect();
-        let replicas = units.iter().filter(|u| u["role"] == "replica").count();
-        (primaries.len() == 1 && replicas == units.len() - 1).then(|| primaries[0].to_string())
+        let replicas = roles.iter().filter(|r| r.2 == "replica").count();
+        (primaries.len() == 1 && replicas == roles.len() - 1).then(|| primaries[0].to_string())
     }
 
     /// What the ops charm wrote into its own unit databag on the `redis` relation.
     fn client_seen(&self) -> serde_yaml::Value {
         let unit = format!("{CLIENT}/0");
-        let shown: serde_yaml::Value =
-            serde_yaml::from_str(&self.ok(&["show-unit", &unit])).expect("show-unit YAML");
+        let shown = self.show(&unit);
         shown[unit.as_str()]["relation-info"]
             .as_sequence()
             .and_then(|r| r.iter().find(|r| r["endpoint"] == "redis"))
             .map(|r| r["units"][unit.as_str()].clone())
             .unwrap_or_default()
     }
-
-    fn unit_line(&self, unit: &str) -> serde_json::Value {
-        self.status()["units"]
-            .as_array()
-            .and_then(|us| us.iter().find(|u| u["name"] == unit).cloned())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["down"]);
-    }
-}
-
-fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f() {
-            Ok(()) => return,
-            Err(why) => assert!(Instant::now() < deadline, "timed out: {what}: {why}"),
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn fqdn_of(unit: &str) -> String {
-    format!(
-        "{}.{APP}-endpoints.{MODEL}.svc.cluster.local",
-        unit.replace('/', "-")
-    )
+    common::fqdn_of(unit, MODEL)
 }
 
 /// Create or reuse the venv with ops (scripts/ops-venv.sh), returning its directory.
@@ -204,10 +126,10 @@ fn ops_charm_reads_the_redis_relation() {
     let tmp = tempfile::tempdir().unwrap();
     let charm = tmp.path().join("ops-client");
     client_charm(&charm, &venv);
-    let m = Model {
-        dir: tmp.path().join(MODEL),
-        _tmp: tmp,
-    };
+    let m = Model::new(MODEL)
+        .with_model_flag()
+        .with_cwd(Path::new(ROOT))
+        .with_diagnostic(&["logs", &format!("{CLIENT}/0")]);
 
     // `--dispatch` relative to the caller's cwd (the daemon runs elsewhere).
     let bin = Path::new(CHARM_BIN);
@@ -253,7 +175,7 @@ fn ops_charm_reads_the_redis_relation() {
     });
 
     // The leader's app status (status-set --application) and ops's own log lines.
-    let st = m.status();
+    let st = m.status_json();
     let app = st["apps"]
         .as_array()
         .and_then(|a| a.iter().find(|a| a["name"] == CLIENT).cloned())
@@ -278,7 +200,7 @@ fn ops_charm_reads_the_redis_relation() {
             .map(|p| p.trim().trim_matches('\'').to_string())
             .expect("sentinel-password")
     };
-    let addresses: Vec<String> = m.status()["units"]
+    let addresses: Vec<String> = m.status_json()["units"]
         .as_array()
         .map(|us| {
             us.iter()

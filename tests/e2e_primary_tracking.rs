@@ -7,90 +7,17 @@
 //! every 20 ms) to both records naming the new primary is printed and bounded generously
 //! (not a timed benchmark).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{client_charm, Model, APP, CHARM_BIN};
 use redis_k8s::redis_client::{value_to_string, RedisConn};
 
-const JL: &str = env!("CARGO_BIN_EXE_juju-local");
-const CHARM_BIN: &str = env!("CARGO_BIN_EXE_redis-k8s");
-const APP: &str = "redis-k8s";
 /// Generous: the figure is printed; the bound only catches "waited for update-status".
 const BOUND: Duration = Duration::from_secs(10);
 
-/// A model directory; `down` on drop stops the daemon and every process it started.
-struct Model {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    /// The model's name (its directory's name) and `127.A.B` subnet.
-    name: &'static str,
-    subnet: &'static str,
-}
-
 impl Model {
-    fn addr(&self, n: usize) -> String {
-        format!("{}.{}", self.subnet, n + 1)
-    }
-
-    fn fqdn(&self, n: usize) -> String {
-        format!("{APP}-{n}.{APP}-endpoints.{}.svc.cluster.local", self.name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(JL)
-            .arg("--model-dir")
-            .arg(&self.dir)
-            .args(args)
-            .env_remove("JUJU_LOCAL_DIR")
-            .output()
-            .expect("run juju-local")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args);
-        assert!(
-            out.status.success(),
-            "juju-local {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `show-unit <unit>` as YAML.
-    fn show(&self, unit: &str) -> serde_yaml::Value {
-        serde_yaml::from_str(&self.ok(&["show-unit", unit])).expect("show-unit yaml")
-    }
-
-    /// `leader-host` in the app data of `endpoint` as `unit` sees it (its own app's data or
-    /// the remote app's).
-    fn leader_host(&self, unit: &str, endpoint: &str) -> String {
-        let shown = self.show(unit);
-        let rel = shown[unit]["relation-info"]
-            .as_sequence()
-            .and_then(|r| r.iter().find(|r| r["endpoint"] == endpoint))
-            .cloned()
-            .unwrap_or_default();
-        rel["application-data"]["leader-host"]
-            .as_str()
-            .or_else(|| rel["remote-application-data"]["leader-host"].as_str())
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    fn is_leader(&self, unit: &str) -> bool {
-        self.show(unit)[unit]["leader"].as_bool() == Some(true)
-    }
-
-    fn action_value(&self, action: &str, key: &str) -> String {
-        let out = self.ok(&["run", &format!("{APP}/0"), action]);
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}:")))
-            .map(|p| p.trim().trim_matches('\'').to_string())
-            .unwrap_or_else(|| panic!("{key} in the results of {action}"))
-    }
-
     /// The end of each unit's log and sentinel output, for failure messages.
     fn log_tail(&self) -> String {
         let mut s = String::new();
@@ -108,12 +35,6 @@ impl Model {
             }
         }
         s
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["down"]);
     }
 }
 
@@ -250,20 +171,6 @@ fn sentinel_event_time(m: &Model, event: &str, primary: usize, after: f64) -> Op
         .min_by(|a, b| a.total_cmp(b))
 }
 
-/// A charm that only requires the `redis` interface.
-fn client_charm(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("metadata.yaml"),
-        "name: client\nrequires:\n  redis:\n    interface: redis\n",
-    )
-    .unwrap();
-    let d = dir.join("dispatch");
-    std::fs::write(&d, "#!/bin/sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 /// A deployed cluster with a related client: the model, passwords, the first primary and
 /// the leader unit.
 struct Cluster {
@@ -277,13 +184,7 @@ struct Cluster {
 const ALL: [usize; 3] = [0, 1, 2];
 
 fn deploy(name: &'static str, subnet: &'static str, juju: &str, update_status: &str) -> Cluster {
-    let tmp = tempfile::tempdir().unwrap();
-    let m = Model {
-        dir: tmp.path().join(name),
-        _tmp: tmp,
-        name,
-        subnet,
-    };
+    let m = Model::new(name).with_subnet(subnet);
     m.ok(&[
         "deploy",
         env!("CARGO_MANIFEST_DIR"),
@@ -301,8 +202,8 @@ fn deploy(name: &'static str, subnet: &'static str, juju: &str, update_status: &
         "--timeout",
         "180",
     ]);
-    let pw = m.action_value("get-initial-admin-password", "redis-password");
-    let sentinel_pw = m.action_value("get-sentinel-password", "sentinel-password");
+    let pw = m.password();
+    let sentinel_pw = m.sentinel_password();
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
         if let Some(p) = primary_among(&m, &ALL, &pw) {
@@ -321,7 +222,7 @@ fn deploy(name: &'static str, subnet: &'static str, juju: &str, update_status: &
         .find(|u| m.is_leader(u))
         .expect("a leader");
 
-    let client = m._tmp.path().join("client");
+    let client = m.scratch().join("client");
     client_charm(&client);
     m.ok(&[
         "deploy",

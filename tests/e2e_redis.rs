@@ -2,244 +2,14 @@
 //! redis-server and redis-sentinel processes: replication, Sentinel quorum, auth, failover
 //! after a pod kill, and scale down/up with data intact.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+mod common;
 
-const JL: &str = env!("CARGO_BIN_EXE_juju-local");
-const CHARM_BIN: &str = env!("CARGO_BIN_EXE_redis-k8s");
-const APP: &str = "redis-k8s";
-
-struct Model {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Model {
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(JL)
-            .arg("--model-dir")
-            .arg(&self.dir)
-            .args(args)
-            .env_remove("JUJU_LOCAL_DIR")
-            .output()
-            .expect("run juju-local")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args);
-        assert!(
-            out.status.success(),
-            "juju-local {args:?} failed:\nstdout: {}\nstderr: {}\nstatus:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&self.cmd(&["status"]).stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// (unit, address, role) per unit of the app, as `status` reports them.
-    fn roles(&self) -> Vec<(String, String, String)> {
-        let st: serde_json::Value =
-            serde_json::from_str(&self.ok(&["status", "--format", "json"])).unwrap();
-        st["units"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|u| u["name"].as_str().unwrap_or("").starts_with(APP))
-            .map(|u| {
-                (
-                    u["name"].as_str().unwrap_or("").to_string(),
-                    u["address"].as_str().unwrap_or("").to_string(),
-                    u["role"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect()
-    }
-
-    /// Wait until exactly one unit is primary and `replicas` are replicas; returns the primary.
-    fn wait_roles(&self, replicas: usize, not: Option<&str>, secs: u64) -> (String, String) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let roles = self.roles();
-            let primaries: Vec<_> = roles.iter().filter(|r| r.2 == "primary").collect();
-            let n_rep = roles.iter().filter(|r| r.2 == "replica").count();
-            if primaries.len() == 1 && n_rep == replicas && Some(primaries[0].0.as_str()) != not {
-                return (primaries[0].0.clone(), primaries[0].1.clone());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "roles never settled (want 1 primary, {replicas} replicas, not {not:?}): {roles:?}\n{}",
-                String::from_utf8_lossy(&self.cmd(&["status"]).stdout)
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    fn password(&self) -> String {
-        let out = self.ok(&["run", &format!("{APP}/0"), "get-initial-admin-password"]);
-        out.lines()
-            .find_map(|l| l.strip_prefix("redis-password:"))
-            .map(|p| p.trim().trim_matches('\'').to_string())
-            .expect("redis-password in the action results")
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["down"]);
-    }
-}
-
-/// A RESP value (enough of it for these checks).
-#[derive(Debug, Clone, PartialEq)]
-enum Resp {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<String>),
-    Array(Vec<Resp>),
-}
-
-impl Resp {
-    fn text(&self) -> String {
-        match self {
-            Resp::Simple(s) | Resp::Error(s) | Resp::Bulk(Some(s)) => s.clone(),
-            Resp::Int(i) => i.to_string(),
-            _ => String::new(),
-        }
-    }
-}
-
-fn parse(buf: &[u8], pos: &mut usize) -> Option<Resp> {
-    let end = buf[*pos..].windows(2).position(|w| w == b"\r\n")? + *pos;
-    let line = String::from_utf8_lossy(&buf[*pos + 1..end]).to_string();
-    let kind = buf[*pos];
-    *pos = end + 2;
-    Some(match kind {
-        b'+' => Resp::Simple(line),
-        b'-' => Resp::Error(line),
-        b':' => Resp::Int(line.parse().ok()?),
-        b'$' => {
-            let n: i64 = line.parse().ok()?;
-            if n < 0 {
-                Resp::Bulk(None)
-            } else {
-                let n = n as usize;
-                if buf.len() < *pos + n + 2 {
-                    return None;
-                }
-                let s = String::from_utf8_lossy(&buf[*pos..*pos + n]).to_string();
-                *pos += n + 2;
-                Resp::Bulk(Some(s))
-            }
-        }
-        b'*' => {
-            let n: i64 = line.parse().ok()?;
-            let mut items = Vec::new();
-            for _ in 0..n.max(0) {
-                items.push(parse(buf, pos)?);
-            }
-            Resp::Array(items)
-        }
-        _ => return None,
-    })
-}
-
-/// Run commands on one connection (optionally AUTH first) and return every reply.
-fn redis(addr: &str, port: u16, password: Option<&str>, cmds: &[&[&str]]) -> Option<Vec<Resp>> {
-    let sock = format!("{addr}:{port}").parse().ok()?;
-    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let mut all: Vec<Vec<&str>> = Vec::new();
-    if let Some(p) = password {
-        all.push(vec!["AUTH", p]);
-    }
-    all.extend(cmds.iter().map(|c| c.to_vec()));
-    let mut req = Vec::new();
-    for c in &all {
-        req.extend_from_slice(format!("*{}\r\n", c.len()).as_bytes());
-        for a in c {
-            req.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-        }
-    }
-    s.write_all(&req).ok()?;
-    let mut buf = Vec::new();
-    let mut replies = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while replies.len() < all.len() {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut pos = 0;
-        let mut parsed = Vec::new();
-        while pos < buf.len() {
-            match parse(&buf, &mut pos) {
-                Some(r) => parsed.push(r),
-                None => break,
-            }
-        }
-        if parsed.len() >= all.len() {
-            replies = parsed;
-        }
-    }
-    if password.is_some() {
-        replies.remove(0);
-    }
-    Some(replies)
-}
-
-fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-fn get(addr: &str, pw: &str, key: &str) -> String {
-    redis(addr, 6379, Some(pw), &[&["GET", key]])
-        .and_then(|r| r.first().map(Resp::text))
-        .unwrap_or_default()
-}
-
-/// A charm that only requires the `redis` interface: the client side of the relation.
-fn client_charm(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("metadata.yaml"),
-        "name: client\nrequires:\n  redis:\n    interface: redis\n",
-    )
-    .unwrap();
-    let d = dir.join("dispatch");
-    std::fs::write(&d, "#!/bin/sh\nexit 0\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
+use common::{client_charm, eventually, fqdn_of, get, redis, Model, Resp, APP, CHARM_BIN};
 
 /// The primary the client relation names (`leader-host` in the app databag), as seen from
 /// the client's side.
 fn client_hostname(m: &Model) -> String {
-    let shown: serde_yaml::Value = serde_yaml::from_str(&m.ok(&["show-unit", "client/0"])).unwrap();
-    let rel = shown["client/0"]["relation-info"]
-        .as_sequence()
-        .and_then(|r| r.iter().find(|r| r["endpoint"] == "redis"))
-        .cloned()
-        .unwrap_or_default();
-    rel["application-data"]["leader-host"]
-        .as_str()
-        .or_else(|| rel["remote-application-data"]["leader-host"].as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn fqdn_of(unit: &str, model: &str) -> String {
-    let host = unit.replace('/', "-");
-    format!("{host}.{APP}-endpoints.{model}.svc.cluster.local")
+    m.leader_host("client/0", "redis")
 }
 
 /// The README's HA story end to end on the local model, with real redis-server and
@@ -247,11 +17,7 @@ fn fqdn_of(unit: &str, model: &str) -> String {
 /// refresh of `leader-host` is quick.
 #[test]
 fn redis_ha_on_the_local_model() {
-    let tmp = tempfile::tempdir().unwrap();
-    let m = Model {
-        dir: tmp.path().join("e2e"),
-        _tmp: tmp,
-    };
+    let m = Model::new("e2e");
     let root = env!("CARGO_MANIFEST_DIR");
     m.ok(&[
         "deploy",
@@ -289,13 +55,7 @@ fn redis_ha_on_the_local_model() {
     }
 
     // Sentinels: three of them agree on the primary, quorum 2.
-    let sentinel_pw = {
-        let out = m.ok(&["run", &format!("{APP}/0"), "get-sentinel-password"]);
-        out.lines()
-            .find_map(|l| l.strip_prefix("sentinel-password:"))
-            .map(|p| p.trim().trim_matches('\'').to_string())
-            .expect("sentinel-password")
-    };
+    let sentinel_pw = m.sentinel_password();
     let model_name = "e2e";
     for (_, addr, _) in m.roles() {
         let r = redis(
@@ -328,7 +88,7 @@ fn redis_ha_on_the_local_model() {
     }
 
     // A client relation names the primary.
-    let client = m._tmp.path().join("client");
+    let client = m.scratch().join("client");
     client_charm(&client);
     m.ok(&[
         "deploy",

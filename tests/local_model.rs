@@ -2,70 +2,37 @@
 //! the real `juju-local` binary, its daemon, hook tools, Pebble servers and hook queues.
 //! No Redis here, so these run in seconds.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_juju-local");
+use common::JL as BIN;
 
-/// A model in a temp dir; `down` runs on drop, whatever happened.
+/// A model (torn down on drop) plus a copy of the tiny charm it deploys.
 struct Model {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
+    m: common::Model,
     charm: PathBuf,
-    subnet: String,
+}
+
+impl std::ops::Deref for Model {
+    type Target = common::Model;
+    fn deref(&self) -> &common::Model {
+        &self.m
+    }
 }
 
 impl Model {
     fn new(name: &str, subnet: &str) -> Model {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().join(name);
-        let charm = tmp.path().join("charm");
+        let m = common::Model::new(name).with_subnet(subnet);
+        let charm = m.scratch().join("charm");
         std::fs::create_dir_all(&charm).unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/local_model_charm");
         for f in ["metadata.yaml", "config.yaml", "actions.yaml", "dispatch"] {
             std::fs::copy(src.join(f), charm.join(f)).unwrap();
         }
-        Model {
-            _tmp: tmp,
-            dir,
-            charm,
-            subnet: subnet.to_string(),
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--model-dir")
-            .arg(&self.dir)
-            .args(args)
-            .env_remove("JUJU_LOCAL_DIR")
-            .output()
-            .expect("run juju-local")
-    }
-
-    /// Run and require success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args);
-        assert!(
-            out.status.success(),
-            "juju-local {args:?} failed:\nstdout: {}\nstderr: {}\ndaemon log: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Run and require failure; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.cmd(args);
-        assert!(
-            !out.status.success(),
-            "juju-local {args:?} unexpectedly succeeded: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        Model { m, charm }
     }
 
     fn deploy(&self, extra: &[&str]) {
@@ -83,26 +50,12 @@ impl Model {
     }
 
     fn events(&self, unit: &str) -> Vec<String> {
-        let path = self
-            .dir
-            .join("units")
-            .join(unit.replace('/', "-"))
-            .join("events.log");
+        let path = self.unit_dir(unit).join("events.log");
         std::fs::read_to_string(path)
             .unwrap_or_default()
             .lines()
             .map(|l| l.split_once(' ').map_or("", |x| x.1).to_string())
             .collect()
-    }
-
-    fn status_json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["status", "--format", "json"])).expect("status json")
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["down"]);
     }
 }
 

@@ -1,0 +1,517 @@
+//! Helpers shared by the end-to-end tests: the `juju-local` CLI wrapper (a model in a temp dir,
+//! torn down on drop whatever happened), a small RESP client that speaks to the real
+//! redis-server/redis-sentinel processes without going through the library under test, and
+//! polling helpers.
+//!
+//! Each test file includes this with `mod common;`; not every file uses every helper, hence
+//! the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The `juju-local` binary built for this test run.
+pub const JL: &str = env!("CARGO_BIN_EXE_juju-local");
+/// The charm's dispatch binary built for this test run.
+pub const CHARM_BIN: &str = env!("CARGO_BIN_EXE_redis-k8s");
+/// The repository root (the charm directory).
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// The charm's application name.
+pub const APP: &str = "redis-k8s";
+
+/// A local model in a temp dir. `down` runs on drop, so every process the model started goes
+/// even when the test panics.
+pub struct Model {
+    /// Holds the temp dir (model dir, scratch charms) alive for the test's duration.
+    pub tmp: tempfile::TempDir,
+    /// The model directory (`--model-dir`).
+    pub dir: PathBuf,
+    /// The model's name: its directory's name, which is what FQDNs use.
+    pub name: String,
+    /// The `127.A.B` subnet given to `deploy --subnet`, when the test chose one.
+    pub subnet: String,
+    /// `--model <name>` passed on every call, when set.
+    model_flag: Option<String>,
+    /// The working directory of every call (relative `--dispatch` paths resolve against it).
+    cwd: Option<PathBuf>,
+    /// Extra `juju-local` commands whose output is appended to a failure message.
+    diagnostics: Vec<Vec<String>>,
+}
+
+impl Model {
+    /// A model named `name` in a fresh temp dir (nothing runs until the first `deploy`).
+    pub fn new(name: &str) -> Model {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        Model {
+            dir: tmp.path().join(name),
+            tmp,
+            name: name.to_string(),
+            subnet: String::new(),
+            model_flag: None,
+            cwd: None,
+            diagnostics: vec![vec!["status".to_string()]],
+        }
+    }
+
+    /// Record the subnet the test deploys with (for [`Model::addr`]).
+    pub fn with_subnet(mut self, subnet: &str) -> Model {
+        self.subnet = subnet.to_string();
+        self
+    }
+
+    /// Pass `--model <name>` on every call.
+    pub fn with_model_flag(mut self) -> Model {
+        self.model_flag = Some(self.name.clone());
+        self
+    }
+
+    /// Run every call from `cwd`.
+    pub fn with_cwd(mut self, cwd: &Path) -> Model {
+        self.cwd = Some(cwd.to_path_buf());
+        self
+    }
+
+    /// Append the output of `juju-local <args>` to failure messages.
+    pub fn with_diagnostic(mut self, args: &[&str]) -> Model {
+        self.diagnostics
+            .push(args.iter().map(|a| a.to_string()).collect());
+        self
+    }
+
+    /// The temp dir holding the model dir; scratch charms go here.
+    pub fn scratch(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Run `juju-local` against this model.
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        self.run(self.cwd.as_deref(), args)
+    }
+
+    /// Run `juju-local` against this model from `cwd`.
+    pub fn cmd_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.run(Some(cwd), args)
+    }
+
+    fn run(&self, cwd: Option<&Path>, args: &[&str]) -> Output {
+        let mut c = Command::new(JL);
+        if let Some(name) = &self.model_flag {
+            c.arg("--model").arg(name);
+        }
+        c.arg("--model-dir").arg(&self.dir).args(args);
+        if let Some(cwd) = cwd {
+            c.current_dir(cwd);
+        }
+        c.env_remove("JUJU_LOCAL_DIR")
+            .output()
+            .expect("run juju-local")
+    }
+
+    /// What to show when a call failed: the diagnostics commands and the daemon log's end.
+    pub fn failure_context(&self) -> String {
+        let mut s = String::new();
+        for d in &self.diagnostics {
+            let args: Vec<&str> = d.iter().map(String::as_str).collect();
+            let out = self.cmd(&args);
+            s.push_str(&format!(
+                "juju-local {}:\n{}{}\n",
+                d.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let log = std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines.len().saturating_sub(40);
+        s.push_str(&format!(
+            "daemon log (end):\n{}\n",
+            lines[from..].join("\n")
+        ));
+        s
+    }
+
+    /// Require success of an already-run call; returns its stdout.
+    pub fn check(&self, args: &[&str], out: Output) -> String {
+        assert!(
+            out.status.success(),
+            "juju-local {args:?} failed:\nstdout: {}\nstderr: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.failure_context()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        self.check(args, out)
+    }
+
+    /// Run and require failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert!(
+            !out.status.success(),
+            "juju-local {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `status --format json`.
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", "--format", "json"])).expect("status json")
+    }
+
+    /// One unit's line of `status --format json` (`Null` when there is no such unit).
+    pub fn unit_line(&self, unit: &str) -> serde_json::Value {
+        self.status_json()["units"]
+            .as_array()
+            .and_then(|us| us.iter().find(|u| u["name"] == unit).cloned())
+            .unwrap_or_default()
+    }
+
+    /// (unit, address, role) per unit of the redis app, as `status` reports them.
+    pub fn roles(&self) -> Vec<(String, String, String)> {
+        let st = self.status_json();
+        st["units"]
+            .as_array()
+            .map(|units| {
+                units
+                    .iter()
+                    .filter(|u| u["name"].as_str().unwrap_or("").starts_with(APP))
+                    .map(|u| {
+                        (
+                            u["name"].as_str().unwrap_or("").to_string(),
+                            u["address"].as_str().unwrap_or("").to_string(),
+                            u["role"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Wait until exactly one unit is primary and `replicas` are replicas, the primary not
+    /// being `not`; returns the primary's (unit, address).
+    pub fn wait_roles(&self, replicas: usize, not: Option<&str>, secs: u64) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let roles = self.roles();
+            let primaries: Vec<_> = roles.iter().filter(|r| r.2 == "primary").collect();
+            let n_rep = roles.iter().filter(|r| r.2 == "replica").count();
+            if primaries.len() == 1 && n_rep == replicas && Some(primaries[0].0.as_str()) != not {
+                return (primaries[0].0.clone(), primaries[0].1.clone());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "roles never settled (want 1 primary, {replicas} replicas, not {not:?}): {roles:?}\n{}",
+                String::from_utf8_lossy(&self.cmd(&["status"]).stdout)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Run `action` on `unit` and return result `key`.
+    pub fn action_value(&self, unit: &str, action: &str, key: &str) -> String {
+        let out = self.ok(&["run", unit, action]);
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .map(|p| p.trim().trim_matches('\'').to_string())
+            .unwrap_or_else(|| panic!("{key} in the results of {action}: {out}"))
+    }
+
+    /// The admin password (`get-initial-admin-password` on unit 0).
+    pub fn password(&self) -> String {
+        self.action_value(
+            &format!("{APP}/0"),
+            "get-initial-admin-password",
+            "redis-password",
+        )
+    }
+
+    /// The sentinel password (`get-sentinel-password` on unit 0).
+    pub fn sentinel_password(&self) -> String {
+        self.action_value(
+            &format!("{APP}/0"),
+            "get-sentinel-password",
+            "sentinel-password",
+        )
+    }
+
+    /// `show-unit <unit>` as YAML.
+    pub fn show(&self, unit: &str) -> serde_yaml::Value {
+        serde_yaml::from_str(&self.ok(&["show-unit", unit])).expect("show-unit yaml")
+    }
+
+    /// `leader-host` in the app data of `endpoint` as `unit` sees it (its own app's data or
+    /// the remote app's).
+    pub fn leader_host(&self, unit: &str, endpoint: &str) -> String {
+        let shown = self.show(unit);
+        let rel = shown[unit]["relation-info"]
+            .as_sequence()
+            .and_then(|r| r.iter().find(|r| r["endpoint"] == endpoint))
+            .cloned()
+            .unwrap_or_default();
+        rel["application-data"]["leader-host"]
+            .as_str()
+            .or_else(|| rel["remote-application-data"]["leader-host"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Whether `unit` holds leadership.
+    pub fn is_leader(&self, unit: &str) -> bool {
+        self.show(unit)[unit]["leader"].as_bool() == Some(true)
+    }
+
+    /// Unit `n`'s address on the model's subnet (needs [`Model::with_subnet`]).
+    pub fn addr(&self, n: usize) -> String {
+        format!("{}.{}", self.subnet, n + 1)
+    }
+
+    /// Unit `n`'s pod FQDN in this model.
+    pub fn fqdn(&self, n: usize) -> String {
+        fqdn_of(&format!("{APP}/{n}"), &self.name)
+    }
+
+    /// A unit's directory in the model (`units/<app>-<n>`).
+    pub fn unit_dir(&self, unit: &str) -> PathBuf {
+        self.dir.join("units").join(unit.replace('/', "-"))
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["down"]);
+    }
+}
+
+/// A unit's pod FQDN (`<app>-<n>.<app>-endpoints.<model>.svc.cluster.local`).
+pub fn fqdn_of(unit: &str, model: &str) -> String {
+    let host = unit.replace('/', "-");
+    let app = unit.split('/').next().unwrap_or(APP);
+    format!("{host}.{app}-endpoints.{model}.svc.cluster.local")
+}
+
+/// A charm that only requires the `redis` interface (the client side of the relation) and
+/// whose hooks do nothing.
+pub fn client_charm(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("metadata.yaml"),
+        "name: client\nrequires:\n  redis:\n    interface: redis\n",
+    )
+    .unwrap();
+    let d = dir.join("dispatch");
+    std::fs::write(&d, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Poll `f` until it holds; panics with `what` after `secs`.
+pub fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Poll `f` until it returns `Ok`; panics with `what` and the last reason after `secs`.
+pub fn eventually_ok(what: &str, secs: u64, mut f: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(()) => return,
+            Err(why) => assert!(Instant::now() < deadline, "timed out: {what}: {why}"),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A RESP reply (enough of it for these checks).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<String>),
+    Array(Vec<Resp>),
+}
+
+impl Resp {
+    /// The reply as text: strings and errors as is, integers in decimal, the rest empty.
+    pub fn text(&self) -> String {
+        match self {
+            Resp::Simple(s) | Resp::Error(s) | Resp::Bulk(Some(s)) => s.clone(),
+            Resp::Int(i) => i.to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Parse one reply from `buf` at `pos`, advancing `pos`; `None` when incomplete.
+pub fn parse(buf: &[u8], pos: &mut usize) -> Option<Resp> {
+    let end = buf.get(*pos..)?.windows(2).position(|w| w == b"\r\n")? + *pos;
+    let line = String::from_utf8_lossy(&buf[*pos + 1..end]).to_string();
+    let kind = buf[*pos];
+    *pos = end + 2;
+    Some(match kind {
+        b'+' => Resp::Simple(line),
+        b'-' => Resp::Error(line),
+        b':' => Resp::Int(line.parse().ok()?),
+        b'$' => {
+            let n: i64 = line.parse().ok()?;
+            if n < 0 {
+                Resp::Bulk(None)
+            } else {
+                let n = n as usize;
+                if buf.len() < *pos + n + 2 {
+                    return None;
+                }
+                let s = String::from_utf8_lossy(&buf[*pos..*pos + n]).to_string();
+                *pos += n + 2;
+                Resp::Bulk(Some(s))
+            }
+        }
+        b'*' => {
+            let n: i64 = line.parse().ok()?;
+            let mut items = Vec::new();
+            for _ in 0..n.max(0) {
+                items.push(parse(buf, pos)?);
+            }
+            Resp::Array(items)
+        }
+        _ => return None,
+    })
+}
+
+/// Encode one command as a RESP array of bulk strings.
+fn encode(cmd: &[&str]) -> Vec<u8> {
+    let mut req = format!("*{}\r\n", cmd.len()).into_bytes();
+    for a in cmd {
+        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        req.extend_from_slice(a.as_bytes());
+        req.extend_from_slice(b"\r\n");
+    }
+    req
+}
+
+/// Run commands on one connection (optionally AUTH first) and return every reply.
+pub fn redis(addr: &str, port: u16, password: Option<&str>, cmds: &[&[&str]]) -> Option<Vec<Resp>> {
+    let sock = format!("{addr}:{port}").parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut all: Vec<Vec<&str>> = Vec::new();
+    if let Some(p) = password {
+        all.push(vec!["AUTH", p]);
+    }
+    all.extend(cmds.iter().map(|c| c.to_vec()));
+    let mut req = Vec::new();
+    for c in &all {
+        req.extend_from_slice(&encode(c));
+    }
+    s.write_all(&req).ok()?;
+    let mut buf = Vec::new();
+    let mut replies = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while replies.len() < all.len() {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut pos = 0;
+        let mut parsed = Vec::new();
+        while pos < buf.len() {
+            match parse(&buf, &mut pos) {
+                Some(r) => parsed.push(r),
+                None => break,
+            }
+        }
+        if parsed.len() >= all.len() {
+            replies = parsed;
+        }
+    }
+    if password.is_some() {
+        replies.remove(0);
+    }
+    Some(replies)
+}
+
+/// `GET key` on a unit's Redis ("" when it does not answer or the key is missing).
+pub fn get(addr: &str, pw: &str, key: &str) -> String {
+    redis(addr, 6379, Some(pw), &[&["GET", key]])
+        .and_then(|r| r.first().map(Resp::text))
+        .unwrap_or_default()
+}
+
+/// One client connection that sends a command and reads its whole reply.
+pub struct Conn {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Connect and AUTH. The read timeout (15 s) is longer than the charm's write pause, so a
+    /// paused write is waited for, not abandoned.
+    pub fn open(addr: &str, port: u16, password: &str) -> Option<Conn> {
+        Conn::open_with(addr, port, password, Duration::from_secs(15))
+    }
+
+    /// Connect and AUTH with a chosen read timeout.
+    pub fn open_with(
+        addr: &str,
+        port: u16,
+        password: &str,
+        read_timeout: Duration,
+    ) -> Option<Conn> {
+        let sock = format!("{addr}:{port}").parse().ok()?;
+        let s = TcpStream::connect_timeout(&sock, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(read_timeout)).ok()?;
+        let mut c = Conn { s, buf: Vec::new() };
+        match c.call(&["AUTH", password])? {
+            Resp::Simple(_) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Send one command and read its reply; `None` when the connection failed.
+    pub fn call(&mut self, cmd: &[&str]) -> Option<Resp> {
+        self.s.write_all(&encode(cmd)).ok()?;
+        let mut chunk = [0u8; 4096];
+        loop {
+            let mut pos = 0;
+            if !self.buf.is_empty() {
+                if let Some(r) = parse(&self.buf, &mut pos) {
+                    self.buf.drain(..pos);
+                    return Some(r);
+                }
+            }
+            let n = self.s.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// The primary's address per the sentinel at `sentinel_addr`, resolved to an IPv4 address.
+pub fn primary_from_sentinel(sentinel_addr: &str, sentinel_pw: &str) -> Option<String> {
+    let mut c = Conn::open(sentinel_addr, 26379, sentinel_pw)?;
+    let r = c.call(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", APP])?;
+    let Resp::Array(items) = r else { return None };
+    let host = items.first()?.text();
+    use std::net::ToSocketAddrs;
+    (host.as_str(), 0)
+        .to_socket_addrs()
+        .ok()?
+        .find(|a| a.is_ipv4())
+        .map(|a| a.ip().to_string())
+}
