@@ -5,6 +5,7 @@
 //! replaces the `/charm/containers` part for local runs.
 
 pub mod client;
+pub mod multipart;
 pub mod plan;
 pub mod types;
 

@@ -1,8 +1,9 @@
 //! The HTTP API: accept loop, per-connection keep-alive, and the endpoints with Pebble's
 //! envelopes, status codes, error texts and kinds (contract section 4 and addenda 8).
 
-use super::http::{self, Part, Request, Response};
+use super::http::{self, Request, Response};
 use super::{checks, files, notices, services, sys, time, Shared};
+use crate::ops::pebble::multipart::{build_multipart, multipart_boundary, parse_multipart, Part};
 use crate::ops::pebble::{parse_go_duration, plan as planlib, ErrorResult, Layer, PathResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -589,28 +590,15 @@ fn get_files(shared: &Shared, req: &Request) -> Response {
             for p in paths {
                 match files::read(root, p) {
                     Ok(data) => {
-                        parts.push(Part {
-                            name: "files".into(),
-                            filename: Some(p.to_string()),
-                            headers: vec![(
-                                "Content-Type".into(),
-                                "application/octet-stream".into(),
-                            )],
-                            data,
-                        });
+                        parts.push(Part::file("files", p, &data));
                         results.push(path_result(p, Ok(())));
                     }
                     Err(e) => results.push(path_result(p, Err(e))),
                 }
             }
             let env = envelope("sync", 200, &to_value(&results), None);
-            parts.push(Part {
-                name: "response".into(),
-                filename: None,
-                headers: vec![("Content-Type".into(), "application/json".into())],
-                data: env.body,
-            });
-            let (ct, body) = http::build_multipart(&parts);
+            parts.push(Part::json("response", &env.body));
+            let (ct, body) = build_multipart(&parts);
             Response {
                 status: 200,
                 content_type: ct,
@@ -625,14 +613,17 @@ fn post_files(shared: &Shared, req: &Request) -> Response {
     let root = &shared.cfg.root;
     let ct = req.header("content-type").unwrap_or("");
     if ct.to_ascii_lowercase().starts_with("multipart/") {
-        let Some(boundary) = http::multipart_boundary(ct) else {
+        let Some(boundary) = multipart_boundary(ct) else {
             return bad("invalid boundary in multipart request");
         };
-        let parts = match http::parse_multipart(&req.body, &boundary) {
+        let parts = match parse_multipart(&req.body, &boundary) {
             Ok(p) => p,
             Err(e) => return bad(format!("cannot read multipart request: {e}")),
         };
-        let Some(first) = parts.first().filter(|p| p.name == "request") else {
+        let Some(first) = parts
+            .first()
+            .filter(|p| p.name.as_deref() == Some("request"))
+        else {
             return bad("must include request part first");
         };
         #[derive(Deserialize)]
@@ -642,7 +633,7 @@ fn post_files(shared: &Shared, req: &Request) -> Response {
             #[serde(default)]
             files: Vec<files::WriteSpec>,
         }
-        let wr: WriteReq = match serde_json::from_slice(&first.data) {
+        let wr: WriteReq = match serde_json::from_slice(&first.body) {
             Ok(w) => w,
             Err(e) => return bad(format!("cannot decode request metadata: {e}")),
         };
@@ -657,14 +648,14 @@ fn post_files(shared: &Shared, req: &Request) -> Response {
         }
         let mut content: BTreeMap<String, &[u8]> = BTreeMap::new();
         for p in &parts[1..] {
-            if p.name != "files" {
+            if p.name.as_deref() != Some("files") {
                 return bad(format!("unexpected multipart part {:?}", p.name));
             }
             let f = p.filename.clone().unwrap_or_default();
             if !wr.files.iter().any(|s| s.path == f) {
                 return bad(format!("no metadata for path {f:?}"));
             }
-            content.insert(f, &p.data);
+            content.insert(f, &p.body);
         }
         let results: Vec<PathResult> = wr
             .files
