@@ -123,6 +123,8 @@ impl Charm for RedisK8sCharm {
             "_switchover",
             actions::switchover,
         );
+        // The pod is going (scale-down, deletion, refresh): a primary hands over first.
+        o.observe("stop", &root, "_on_stop", crate::switchover::on_stop);
         o.observe(
             "collect_unit_status",
             &root,

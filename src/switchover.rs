@@ -5,12 +5,35 @@
 //! until a replica has every byte, asks its own sentinel to `SENTINEL FAILOVER` (a forced
 //! failover needs no quorum, so it works even when the remaining sentinels could not agree),
 //! and waits until its Redis has become a replica of the new primary.
+//!
+//! # `stop`
+//! On Kubernetes `stop` runs whenever the pod goes: scale-down, `kubectl delete pod`, node
+//! drain, and every pod of a `juju refresh` (a StatefulSet rolling update, highest ordinal
+//! first). The services are still up while it runs, and the pod dies when the grace period
+//! ends whatever the hook is doing. [`on_stop`] therefore hands the primary role over with the
+//! same planned switchover, inside a budget ([`STOP_BUDGET`]) well under Kubernetes' default
+//! 30 s grace period; a replica or a sole unit has nothing to hand over. `stop` cannot be
+//! deferred (contract §3), so every wait is bounded and a failure is logged, never raised:
+//! when the handover does not happen, Sentinel fails over after the pod is gone, as for a
+//! crash.
 
 use std::time::{Duration, Instant};
 
-use crate::charm::{own_address, Topology};
+use crate::charm::{own_address, RedisK8sCharm, Topology};
 use crate::literals::{REDIS_PORT, SENTINEL_PORT};
+use crate::ops::framework::{EventHandle, Framework, HandlerResult};
 use crate::redis_client::{value_to_string, RedisCallError, RedisConn};
+
+/// Everything `stop` may spend on a handover (Kubernetes' default grace period is 30 s).
+pub const STOP_BUDGET: Duration = Duration::from_secs(20);
+/// Longest write pause of a handover in `stop`.
+pub const STOP_PAUSE: Duration = Duration::from_secs(5);
+/// After the handover, how long `stop` waits for its own sentinel to finish reconfiguring the
+/// other replicas (it runs the failover; when it dies mid-way the others finish it later).
+const STOP_SETTLE: Duration = Duration::from_secs(5);
+/// Longest wait before the pause for Sentinel to consider a replica promotable (a replica
+/// that just came back is skipped by `SENTINEL FAILOVER` until Sentinel has pinged it).
+const CANDIDATE_WAIT: Duration = Duration::from_secs(10);
 
 /// How a step-down ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +60,7 @@ const OTHER_PRIORITY: &str = "100";
 
 /// Hand the primary role of the Redis at `primary` (a host name or address) over to a
 /// replica, optionally the replica announced as `target`. The sentinel on this unit runs the
-/// failover. Writes are paused for at most `pause`.
+/// failover. Writes are paused for at most `pause`; the whole step-down takes at most 30 s.
 pub fn step_down(
     topo: &Topology,
     app: &str,
@@ -45,9 +68,22 @@ pub fn step_down(
     target: Option<&str>,
     pause: Duration,
 ) -> Result<StepDown, RedisCallError> {
+    step_down_within(topo, app, primary, target, pause, Duration::from_secs(30))
+}
+
+/// [`step_down`] that gives up after `budget` (the failover may still complete: Sentinel
+/// finishes what it started).
+pub fn step_down_within(
+    topo: &Topology,
+    app: &str,
+    primary: &str,
+    target: Option<&str>,
+    pause: Duration,
+    budget: Duration,
+) -> Result<StepDown, RedisCallError> {
     let pw = topo.peer.admin_password();
     let mut redis = RedisConn::connect(primary, REDIS_PORT, pw)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + budget;
     // With no replica connected at all after a few seconds, there is nobody to hand over to.
     let no_replica_deadline = Instant::now() + Duration::from_secs(5);
     // A replica that is still (re)syncing cannot be promoted: wait for one to be online.
@@ -110,6 +146,21 @@ pub fn step_down(
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    // Writes are paused from here on: first let Sentinel see a promotable replica, so the
+    // pause is not spent on NOGOODSLAVE retries.
+    let candidate_deadline = (Instant::now() + CANDIDATE_WAIT).min(deadline);
+    loop {
+        match sentinel_has_candidate(&mut sentinel, app, &replicas, target) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot ask sentinel about the replicas"),
+        }
+        if Instant::now() >= candidate_deadline {
+            tracing::info!("sentinel does not list a promotable replica yet; trying anyway");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let result = pause_and_failover(
         &mut redis,
         &mut sentinel,
@@ -157,6 +208,47 @@ fn sentinel_sees_priorities(
         }
     }
     Ok(target_seen)
+}
+
+/// Whether `SENTINEL REPLICAS` lists one of `replicas` (the target, when there is one) as
+/// Sentinel's failover would accept it: not down or disconnected, answering pings, with a
+/// working link to the primary and a non-zero priority.
+fn sentinel_has_candidate(
+    sentinel: &mut RedisConn,
+    app: &str,
+    replicas: &[String],
+    target: Option<&str>,
+) -> Result<bool, RedisCallError> {
+    let reply = sentinel.command(&["SENTINEL", "REPLICAS", app])?;
+    let redis::Value::Array(items) = reply else {
+        return Ok(false);
+    };
+    Ok(items.iter().any(|item| {
+        let r = crate::redis_client::value_to_map(item);
+        let get = |k: &str| r.get(k).map(String::as_str).unwrap_or_default();
+        let ip = get("ip");
+        let wanted = match target {
+            Some(t) => ip == t,
+            None => replicas.iter().any(|h| h == ip),
+        };
+        is_promotable(
+            get("flags"),
+            get("last-ok-ping-reply"),
+            get("master-link-status"),
+            get("slave-priority"),
+        ) && wanted
+    }))
+}
+
+/// Sentinel's own candidate rules (`sentinelSelectSlave`) as far as they can change within
+/// a few seconds: flags without down/disconnected, a ping answered within 5 s, the link to
+/// the primary up, priority not 0.
+pub fn is_promotable(flags: &str, last_ok_ping_ms: &str, link: &str, priority: &str) -> bool {
+    let bad = ["s_down", "o_down", "disconnected"];
+    !flags.split(',').any(|f| bad.contains(&f))
+        && last_ok_ping_ms.parse::<u64>().is_ok_and(|ms| ms < 5000)
+        && link == "ok"
+        && priority != "0"
 }
 
 /// Put back the replica priorities a targeted switchover changed (best effort: a replica
@@ -289,5 +381,99 @@ pub fn forget_departed(topo: &Topology, app: &str, quorum: usize) {
         });
     if let Err(e) = result {
         tracing::warn!(error = %e, "could not reset sentinel after a departure");
+    }
+}
+
+/// `stop`: the pod is going (scale-down, deletion, a refresh's rolling update). If this
+/// unit's Redis is the primary and another unit can take over, hand the role over (paused
+/// writes, `SENTINEL FAILOVER`, demotion) before the pod dies; the leader then records the
+/// new primary itself, as its pod may be down when Sentinel's notice comes. A replica's or
+/// a sole unit's stop does nothing. Bounded by [`STOP_BUDGET`]; never fails the hook.
+pub fn on_stop(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+    _ev: &mut EventHandle,
+) -> HandlerResult {
+    let topo = charm.topology(fw)?.clone();
+    if topo.peer_fqdns.is_empty() {
+        tracing::info!("stop: no other unit to hand over to");
+        return Ok(());
+    }
+    if !topo.peer.is_populated() {
+        tracing::info!("stop: peer data not populated; nothing to hand over");
+        return Ok(());
+    }
+    let app = fw.ctx.app_name.clone();
+    let own = own_address(&topo);
+    let started = Instant::now();
+    let outcome = step_down_within(&topo, &app, &own, None, STOP_PAUSE, STOP_BUDGET);
+    match &outcome {
+        Ok(StepDown::HandedOver {
+            new_primary,
+            paused,
+        }) => {
+            tracing::info!(
+                %new_primary,
+                paused_ms = paused.as_millis() as u64,
+                took_ms = started.elapsed().as_millis() as u64,
+                "stop: handed the primary role over"
+            );
+            wait_failover_end(&topo, &app, STOP_SETTLE);
+            if fw.model().is_leader()? {
+                charm.invalidate_topology();
+                crate::sentinel::refresh_leader_host(charm, fw)?;
+                crate::client_relation::publish(charm, fw)?;
+            }
+        }
+        Ok(StepDown::NotPrimary) => tracing::info!("stop: a replica; nothing to hand over"),
+        Ok(other) => tracing::warn!(outcome = ?other, "stop: the primary role was not handed over"),
+        Err(e) => tracing::warn!(error = %e, "stop: could not hand the primary role over"),
+    }
+    Ok(())
+}
+
+/// Wait (at most `max`) until our sentinel no longer reports a failover in progress, so the
+/// sentinel that ran the failover has reconfigured the other replicas before its pod dies.
+fn wait_failover_end(topo: &Topology, app: &str, max: Duration) {
+    let deadline = Instant::now() + max;
+    let pw = topo.peer.sentinel_password.as_deref();
+    let host = own_address(topo);
+    while Instant::now() < deadline {
+        let flags = RedisConn::connect(&host, SENTINEL_PORT, pw)
+            .and_then(|mut s| s.sentinel_master(app))
+            .map(|info| info.get("flags").cloned().unwrap_or_default());
+        match flags {
+            Ok(f) if !f.contains("failover") => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "stop: sentinel not answering");
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promotable_follows_sentinels_rules() {
+        assert!(is_promotable("slave", "120", "ok", "100"));
+        assert!(!is_promotable("s_down,slave", "120", "ok", "100"));
+        assert!(!is_promotable("slave,disconnected", "120", "ok", "100"));
+        assert!(!is_promotable("slave", "6000", "ok", "100"));
+        assert!(!is_promotable("slave", "", "ok", "100"));
+        assert!(!is_promotable("slave", "10", "err", "100"));
+        assert!(!is_promotable("slave", "10", "ok", "0"));
+    }
+
+    #[test]
+    fn replica_lines_are_read() {
+        let line = "ip=a.svc,port=6379,state=online,offset=10,lag=0";
+        assert_eq!(field(line, "ip").as_deref(), Some("a.svc"));
+        assert_eq!(field(line, "offset").as_deref(), Some("10"));
+        assert_eq!(field(line, "nope"), None);
     }
 }

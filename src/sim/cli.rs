@@ -99,6 +99,31 @@ pub enum Cmd {
         /// replacement takes a while; Sentinel needs down-after plus an election to fail over).
         #[arg(long, default_value_t = 15.0)]
         down_for: f64,
+        /// Delete the pod as Kubernetes does: the charm's `stop` hook runs first (services
+        /// still up), for at most --grace seconds, then the pod dies.
+        #[arg(long)]
+        graceful: bool,
+        /// The grace period (terminationGracePeriodSeconds) with --graceful.
+        #[arg(long, default_value_t = 30.0)]
+        grace: f64,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Refresh an application (`juju refresh`): replace its pods one at a time, highest
+    /// ordinal first; each old pod runs `stop` (within --grace seconds) before it dies, each
+    /// new one runs upgrade-charm, config-changed, start and pebble-ready, and the next pod
+    /// goes only once this one is back and idle.
+    Refresh {
+        app: String,
+        /// A new charm directory (same charm name); default: the deployed one again.
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// The new charm's dispatch (with --path; default as for deploy).
+        #[arg(long)]
+        dispatch: Option<String>,
+        /// Grace period of each old pod (terminationGracePeriodSeconds).
+        #[arg(long, default_value_t = 30.0)]
+        grace: f64,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -171,6 +196,16 @@ pub struct WaitArgs {
     /// Seconds to wait with --wait.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+}
+
+/// A grace period in seconds as milliseconds (0 to 3600 s).
+fn grace_ms(grace: f64) -> CliResult<u64> {
+    if !(0.0..=3600.0).contains(&grace) {
+        return Err(CliError::Op(format!(
+            "--grace must be between 0 and 3600 seconds, got {grace}"
+        )));
+    }
+    Ok((grace * 1000.0) as u64)
 }
 
 /// Entry point of the `juju-local` binary (after the hook-tool check): exits the process.
@@ -449,6 +484,8 @@ fn run(cli: Cli) -> CliResult<i32> {
         Cmd::KillPod {
             unit,
             down_for,
+            graceful,
+            grace,
             wait,
         } => {
             if !(0.0..=3600.0).contains(&down_for) {
@@ -456,11 +493,53 @@ fn run(cli: Cli) -> CliResult<i32> {
                     "--down-for must be between 0 and 3600 seconds, got {down_for}"
                 )));
             }
+            let grace_ms = if graceful {
+                Some(grace_ms(grace)?)
+            } else {
+                None
+            };
             request(
                 &t.dir,
                 &Request::KillPod {
                     unit,
                     down_for_ms: (down_for * 1000.0) as u64,
+                    grace_ms,
+                },
+            )?;
+            wait_if(&t.dir, &wait)?;
+            Ok(0)
+        }
+        Cmd::Refresh {
+            app,
+            path,
+            dispatch,
+            grace,
+            wait,
+        } => {
+            let grace_ms = grace_ms(grace)?;
+            let (charm_dir, dispatch) = match &path {
+                Some(dir) => {
+                    let charm = CharmInfo::load(dir).map_err(|e| CliError::Op(e.to_string()))?;
+                    let resolved =
+                        resolve_dispatch(&charm, dispatch.as_deref()).map_err(CliError::Op)?;
+                    (
+                        Some(std::fs::canonicalize(dir)?.display().to_string()),
+                        // Resolved here: the daemon runs in the model dir, not the caller's cwd.
+                        dispatch.map(|_| resolved.display().to_string()),
+                    )
+                }
+                None if dispatch.is_some() => {
+                    return Err(CliError::Op("--dispatch needs --path".into()))
+                }
+                None => (None, None),
+            };
+            request(
+                &t.dir,
+                &Request::Refresh {
+                    app,
+                    charm_dir,
+                    dispatch,
+                    grace_ms,
                 },
             )?;
             wait_if(&t.dir, &wait)?;

@@ -29,6 +29,10 @@ use super::status::{redis_role, AppLine, RelationLine, Snapshot, UnitLine};
 use super::unit::{Step, UnitRt};
 use crate::ops::testing::world::{ActionInvocation, CharmMeta, HookInfo, Session, World};
 
+/// Graceful pod deletion and `refresh` (a rolling update): operations on the daemon's state.
+#[path = "refresh.rs"]
+mod refresh;
+
 /// How the daemon was started (persisted in `D/model.json` for the CLI).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelOptions {
@@ -399,9 +403,33 @@ impl Daemon {
                 progress,
             ),
             Request::Scale { app, units } => self.scale(&app, units, progress),
-            Request::KillPod { unit, down_for_ms } => {
-                self.kill_pod(&unit, Duration::from_millis(down_for_ms), progress)
-            }
+            Request::KillPod {
+                unit,
+                down_for_ms,
+                grace_ms: None,
+            } => self.kill_pod(&unit, Duration::from_millis(down_for_ms), progress),
+            Request::KillPod {
+                unit,
+                down_for_ms,
+                grace_ms: Some(grace),
+            } => self.delete_pod(
+                &unit,
+                Duration::from_millis(grace),
+                Duration::from_millis(down_for_ms),
+                progress,
+            ),
+            Request::Refresh {
+                app,
+                charm_dir,
+                dispatch,
+                grace_ms,
+            } => self.refresh(
+                &app,
+                charm_dir.as_deref(),
+                dispatch.as_deref(),
+                Duration::from_millis(grace_ms),
+                progress,
+            ),
             Request::Relate { a, b } => self.relate(&a, &b, progress),
             Request::Config { app, settings } => self.config(&app, &settings),
             Request::Run {

@@ -24,6 +24,17 @@ pub enum Request {
     KillPod {
         unit: String,
         down_for_ms: u64,
+        /// Delete the pod gracefully: `stop` runs first, for at most this long.
+        #[serde(default)]
+        grace_ms: Option<u64>,
+    },
+    /// `juju refresh`: a rolling replacement of the application's pods, highest ordinal
+    /// first, optionally with a new charm directory (and dispatch).
+    Refresh {
+        app: String,
+        charm_dir: Option<String>,
+        dispatch: Option<String>,
+        grace_ms: u64,
     },
     Relate {
         a: String,
