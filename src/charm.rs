@@ -10,7 +10,7 @@ use std::cell::OnceCell;
 use crate::config::{CharmConfig, ConfigError};
 use crate::literals::*;
 use crate::ops::framework::{handle_path, Charm, EventHandle, Framework, HandlerResult, Observers};
-use crate::ops::hookcmds::{HookError, StatusValue};
+use crate::ops::hookcmds::{HookError, StatusName, StatusValue};
 use crate::peers::{generate_password, unit_fqdn, PeerAppData};
 use crate::sentinel::Sentinel;
 use crate::{actions, client_relation, redis_server, sentinel};
@@ -50,6 +50,8 @@ pub struct RedisK8sCharm {
     /// The role the redis path converged to in this hook (from the sentinels' view), which
     /// beats the recorded `leader-host` for the status message.
     pub converged_role: Option<&'static str>,
+    /// What this hook learnt about health; builds the active status at collect-status.
+    pub health: crate::health::HealthState,
 }
 
 pub const ROOT: &str = "RedisK8sCharm";
@@ -134,6 +136,21 @@ impl Charm for RedisK8sCharm {
                 Ok(())
             },
         );
+        // Pebble checks going down / back up (Juju 3.6+); see crate::health.
+        for c in [REDIS_CONTAINER, SENTINEL_CONTAINER] {
+            o.observe(
+                &format!("{c}_pebble_check_failed"),
+                &root,
+                "_on_check_failed",
+                crate::health::on_check_failed,
+            );
+            o.observe(
+                &format!("{c}_pebble_check_recovered"),
+                &root,
+                "_on_check_recovered",
+                crate::health::on_check_recovered,
+            );
+        }
         let sentinel_path = handle_path(Some(&root), "Sentinel", Some("sentinel"));
         o.observe(
             "sentinel_pebble_ready",
@@ -209,8 +226,8 @@ impl RedisK8sCharm {
     pub fn report(&mut self, outcome: Outcome) -> bool {
         match outcome {
             Outcome::Done => {
-                let role = self.role_message();
-                self.outcomes.push(StatusValue::active(role));
+                // The message (role, replication, sentinel) is built once, at collect-status.
+                self.health.active = true;
                 false
             }
             Outcome::Active(msg) => {
@@ -338,7 +355,7 @@ impl RedisK8sCharm {
 
     /// The active message: the role this hook converged to, so converging hooks and
     /// update-status agree and an unchanged status costs no `status-set`.
-    fn role_message(&self) -> &'static str {
+    pub fn role_message(&self) -> &'static str {
         if let Some(role) = self.converged_role {
             return role;
         }
@@ -355,7 +372,13 @@ impl RedisK8sCharm {
         if let Some(Err(e)) = self.config.get() {
             fw.add_status(StatusValue::blocked(e.to_string()));
         }
-        for s in std::mem::take(&mut self.outcomes) {
+        let outcomes = std::mem::take(&mut self.outcomes);
+        // Only worth probing when nothing more important is reported anyway.
+        if self.health.active && outcomes.iter().all(|s| s.status == StatusName::Active) {
+            let status = crate::health::active_status(self, fw);
+            fw.add_status(status);
+        }
+        for s in outcomes {
             fw.add_status(s);
         }
     }

@@ -11,6 +11,7 @@ pub mod actions;
 pub mod charm;
 pub mod client_relation;
 pub mod config;
+pub mod health;
 pub mod literals;
 pub mod ops;
 pub mod peers;

@@ -10,13 +10,24 @@ use crate::redis_client::RedisConn;
 use crate::sentinel::{current_primary, pebble_outcome, write_config};
 use crate::templates;
 
-/// The `redis` layer: the command names only the config file (passwords stay in it).
-pub fn redis_layer() -> Layer {
-    crate::workload::redis_user_layer(
+/// The `redis` layer: Redis (the command names only the config file; passwords stay in
+/// it), its health check and the metrics exporter, for a Redis reachable at `host` (our own
+/// address). Nothing secret goes in.
+pub fn redis_layer(host: &str) -> Layer {
+    let mut layer = crate::workload::redis_user_layer(
         REDIS_SERVICE,
         "Redis",
         format!("redis-server {REDIS_CONFIG_PATH}"),
-    )
+    );
+    layer.checks.insert(
+        crate::health::REDIS_CHECK.into(),
+        crate::workload::server_check(host, REDIS_PORT),
+    );
+    layer.services.insert(
+        crate::health::EXPORTER_SERVICE.into(),
+        crate::health::exporter_service(host),
+    );
+    layer
 }
 
 /// Template inputs of `redis.conf.j2`.
@@ -127,30 +138,44 @@ pub fn converge(
     if let Err(e) = write_config(&*pebble, REDIS_CONFIG_PATH, &rendered) {
         return Ok(pebble_outcome(REDIS_CONTAINER, &e));
     }
-    let layer = redis_layer();
+    let host = own_address(&topo);
+    let exporter_password =
+        crate::health::push_exporter_password(&*pebble, &host, topo.peer.admin_password());
+    let exporter_password_changed = match exporter_password {
+        Ok(changed) => changed,
+        Err(e) => return Ok(pebble_outcome(REDIS_CONTAINER, &e)),
+    };
+    let layer = redis_layer(&host);
     let plan = match pebble.get_plan() {
         Ok(p) => p,
         Err(e) => return Ok(pebble_outcome(REDIS_CONTAINER, &e)),
     };
     let planned = plan.services.get(REDIS_SERVICE) == layer.services.get(REDIS_SERVICE);
+    let exporter_changed = exporter_password_changed
+        || plan.services.get(crate::health::EXPORTER_SERVICE)
+            != layer.services.get(crate::health::EXPORTER_SERVICE);
     let running = planned
         && pebble
             .services(&[REDIS_SERVICE])
             .map(|s| s.iter().any(|i| i.is_running()))
             .unwrap_or(false);
-    if running {
-        follow_primary_at_runtime(&topo, replicaof);
-        apply_min_replicas(&topo, min_replicas);
-        return Ok(Outcome::Done);
-    }
-    if !planned {
+    // A new check or exporter definition is added without touching a running Redis (only a
+    // replan would restart it, and only when its own service changed).
+    if !crate::workload::layer_applied(&plan, &layer) {
         if let Err(e) = pebble.add_layer(REDIS_SERVICE, &layer, true) {
             return Ok(pebble_outcome(REDIS_CONTAINER, &e));
         }
     }
+    if running {
+        follow_primary_at_runtime(&topo, replicaof);
+        apply_min_replicas(&topo, min_replicas);
+        crate::health::ensure_exporter(&*pebble, exporter_changed);
+        return Ok(Outcome::Done);
+    }
     if let Err(e) = pebble.replan(REPLAN_TIMEOUT) {
         return Ok(pebble_outcome(REDIS_CONTAINER, &e));
     }
+    crate::health::ensure_exporter(&*pebble, exporter_changed);
     Ok(Outcome::Done)
 }
 
@@ -247,28 +272,8 @@ fn apply_min_replicas(topo: &crate::charm::Topology, (to_write, max_lag): (u64, 
     }
 }
 
-/// update-status: is Redis answering, and in which role?
+/// update-status: is Redis answering (and are its checks up)? The role and replication
+/// state go into the active message at collect-status ([`crate::health`]).
 pub fn health(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<Outcome, HandlerError> {
-    let topo = charm.topology(fw)?.clone();
-    if !topo.peer.is_populated() {
-        return Ok(Outcome::Waiting(
-            "Waiting for peer data to be updated".into(),
-        ));
-    }
-    let info = RedisConn::connect(&own_address(&topo), REDIS_PORT, topo.peer.admin_password())
-        .and_then(|mut c| c.info("replication"));
-    Ok(match info {
-        Ok(info) => match info.get("role").map(String::as_str) {
-            Some("master") => Outcome::Active("primary".into()),
-            Some(_) => match info.get("master_link_status").map(String::as_str) {
-                Some("up") => Outcome::Active("replica".into()),
-                other => Outcome::Active(format!("replica (link {})", other.unwrap_or("unknown"))),
-            },
-            None => Outcome::Active(String::new()),
-        },
-        Err(e) => {
-            tracing::warn!(error = %e, "Redis not answering");
-            Outcome::Waiting("Waiting for Redis...".into())
-        }
-    })
+    crate::health::assess(charm, fw)
 }

@@ -52,13 +52,19 @@ impl Sentinel {
     }
 }
 
-/// The `sentinel` layer: no secrets, only the config file path.
-pub fn sentinel_layer() -> Layer {
-    crate::workload::redis_user_layer(
+/// The `sentinel` layer: no secrets, only the config file path; and the health check of
+/// the sentinel at `host` (our own address).
+pub fn sentinel_layer(host: &str) -> Layer {
+    let mut layer = crate::workload::redis_user_layer(
         SENTINEL_SERVICE,
         "Sentinel",
         format!("redis-server {SENTINEL_CONFIG_PATH} --sentinel"),
-    )
+    );
+    layer.checks.insert(
+        crate::health::SENTINEL_CHECK.into(),
+        crate::workload::server_check(host, SENTINEL_PORT),
+    );
+    layer
 }
 
 /// Template inputs of `sentinel.conf.j2`.
@@ -255,7 +261,7 @@ pub fn converge(
     if !topo.peer.is_populated() {
         return Ok(Outcome::Waiting("Databag has not been populated".into()));
     }
-    let layer = sentinel_layer();
+    let layer = sentinel_layer(&own_address(&topo));
     let plan = match pebble.get_plan() {
         Ok(p) => p,
         Err(e) => return Ok(pebble_outcome(SENTINEL_CONTAINER, &e)),
@@ -267,6 +273,12 @@ pub fn converge(
             .map(|s| s.iter().any(|i| i.is_running()))
             .unwrap_or(false);
         if running {
+            // A new or changed check only: add it without touching the running sentinel.
+            if !crate::workload::layer_applied(&plan, &layer) {
+                if let Err(e) = pebble.add_layer(SENTINEL_SERVICE, &layer, true) {
+                    return Ok(pebble_outcome(SENTINEL_CONTAINER, &e));
+                }
+            }
             // Sentinel owns its config file now (it rewrites it); keep quorum current at runtime.
             keep_quorum_current(fw, &topo, fw.model().planned_units()?);
             return Ok(Outcome::Done);
@@ -312,7 +324,7 @@ pub fn converge(
     if let Err(e) = push_notify_script(&*pebble) {
         return Ok(pebble_outcome(SENTINEL_CONTAINER, &e));
     }
-    if !planned {
+    if !crate::workload::layer_applied(&plan, &layer) {
         if let Err(e) = pebble.add_layer(SENTINEL_SERVICE, &layer, true) {
             return Ok(pebble_outcome(SENTINEL_CONTAINER, &e));
         }

@@ -103,6 +103,19 @@ impl Pebble {
         self.server.shutdown();
     }
 
+    /// Check transitions after the first `cursor` ones (start at 0): (check name, failed),
+    /// oldest first, and the next cursor.
+    pub fn check_events_since(&self, cursor: usize) -> (Vec<(String, bool)>, usize) {
+        let events = self.server.check_events();
+        let next = events.len();
+        let new = events
+            .into_iter()
+            .skip(cursor)
+            .map(|e| (e.check, e.failed))
+            .collect();
+        (new, next)
+    }
+
     /// Custom notices recorded or repeated after `cursor` (start at 0), and the next cursor.
     pub fn custom_notices_since(&self, cursor: u64) -> (Vec<SeenNotice>, u64) {
         let (notices, next) = self.server.custom_notices_since(cursor);

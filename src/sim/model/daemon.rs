@@ -612,6 +612,7 @@ impl Daemon {
         for c in &charm.containers {
             let root = rt.dir.container_root(&c.name);
             std::fs::create_dir_all(&root)?;
+            super::layout::install_image_binaries(&root)?;
             let socket = rt.dir.pebble_socket(&c.name);
             let _ = std::fs::remove_file(&socket);
             // Storage is a real directory at its mount point in the container root (Pebble's
@@ -666,6 +667,7 @@ impl Daemon {
         }
         *lock(&rt.pebbles) = started;
         lock(&rt.notice_cursor).clear();
+        lock(&rt.check_cursor).clear();
         Ok(())
     }
 
@@ -1641,6 +1643,9 @@ impl Daemon {
         }
     }
 
+    /// Also turns Pebble check transitions into `<container>-pebble-check-failed` and
+    /// `-recovered` hooks (with `JUJU_PEBBLE_CHECK_NAME`) on Juju 3.6 and later.
+    ///
     /// Turn new custom notices into `<container>-pebble-custom-notice` hooks. Like Juju's
     /// notice watcher, a model whose JUJU_VERSION is before 3.6.25 (4.0.13) sees only the
     /// notices recorded by the agent's own uid (the charm's) and public ones: a notice
@@ -1650,6 +1655,9 @@ impl Daemon {
         let all_users = crate::ops::context::JujuVersion::parse(&self.opts.juju_version)
             .is_none_or(|v| v.notices_from_all_users());
         let own_uid = own_uid();
+        // `<container>-pebble-check-failed` / `-recovered` exist from Juju 3.6 on.
+        let check_hooks = crate::ops::context::JujuVersion::parse(&self.opts.juju_version)
+            .is_none_or(|v| v >= crate::ops::context::JujuVersion::new(3, 6, 0));
         loop {
             std::thread::sleep(Duration::from_millis(250));
             if self.shutdown.load(Ordering::SeqCst) {
@@ -1669,6 +1677,18 @@ impl Daemon {
                                 found.push((c.clone(), n));
                             }
                         }
+                    }
+                }
+                if check_hooks {
+                    for (c, check, failed) in new_check_events(&rt) {
+                        let kind = if failed {
+                            "check-failed"
+                        } else {
+                            "check-recovered"
+                        };
+                        let mut h = HookSpec::workload(&c, kind);
+                        h.check = Some(check);
+                        rt.enqueue(h);
                     }
                 }
                 for (c, n) in found {
@@ -1856,6 +1876,25 @@ impl Daemon {
 fn own_uid() -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Check transitions of a unit's containers not yet turned into hooks: (container, check,
+/// failed), oldest first per container.
+fn new_check_events(rt: &UnitRt) -> Vec<(String, String, bool)> {
+    let pebbles = lock(&rt.pebbles);
+    let mut cursor = lock(&rt.check_cursor);
+    let mut found = Vec::new();
+    for (c, p) in pebbles.iter() {
+        let since = cursor.get(c).copied().unwrap_or(0);
+        let (events, next) = p.check_events_since(since);
+        cursor.insert(c.clone(), next);
+        found.extend(
+            events
+                .into_iter()
+                .map(|(check, failed)| (c.clone(), check, failed)),
+        );
+    }
+    found
 }
 
 #[cfg(test)]

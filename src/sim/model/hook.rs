@@ -59,6 +59,9 @@ pub struct HookSpec {
     pub departing_unit: Option<String>,
     pub workload: Option<String>,
     pub notice: Option<NoticeRef>,
+    /// The Pebble check of a `-pebble-check-failed` / `-recovered` hook.
+    #[serde(default)]
+    pub check: Option<String>,
     pub storage: Option<StorageRef>,
     pub secret: Option<SecretRef>,
 }
@@ -190,6 +193,9 @@ pub fn environment(
         }
         if let Some(w) = &h.workload {
             set("JUJU_WORKLOAD_NAME", w.clone());
+        }
+        if let Some(c) = &h.check {
+            set("JUJU_PEBBLE_CHECK_NAME", c.clone());
         }
         if let Some(n) = &h.notice {
             set("JUJU_NOTICE_ID", n.id.clone());

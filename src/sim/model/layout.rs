@@ -16,6 +16,10 @@
 //!                  containers/redis/root/var/lib/redis: kept when a pod kill wipes root/)
 //!                  unit.log
 //! ```
+//!
+//! Workload images: a container root starts empty, so the executables an image would ship
+//! outside the host's own paths ([`IMAGE_BINARIES`]) are links in it to host stand-ins; the
+//! sim's Pebble runs a service whose command names such a path from the link's target.
 
 use std::path::{Path, PathBuf};
 
@@ -150,6 +154,38 @@ pub fn render_hosts(model: &str, units: &[(String, String)]) -> String {
     out
 }
 
+/// Executables of the workload images the model knows that the host lacks at that path:
+/// (container path, host stand-ins tried in order). The charmed-redis image has the
+/// Prometheus exporter at `/bin/redis_exporter`; Debian packages it as
+/// `prometheus-redis-exporter`.
+pub const IMAGE_BINARIES: &[(&str, &[&str])] = &[(
+    "/bin/redis_exporter",
+    &[
+        "/usr/bin/prometheus-redis-exporter",
+        "/usr/local/bin/redis_exporter",
+    ],
+)];
+
+/// Link each [`IMAGE_BINARIES`] entry the host has a stand-in for into a container root
+/// (`root/bin/redis_exporter` → `/usr/bin/prometheus-redis-exporter`). Entries without a
+/// stand-in are left out, as an image without that binary would be.
+pub fn install_image_binaries(root: &Path) -> std::io::Result<()> {
+    for (path, candidates) in IMAGE_BINARIES {
+        let Some(target) = candidates.iter().map(Path::new).find(|p| p.is_file()) else {
+            continue;
+        };
+        let link = root.join(path.trim_start_matches('/'));
+        if link.symlink_metadata().is_ok() {
+            continue;
+        }
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::os::unix::fs::symlink(target, &link)?;
+    }
+    Ok(())
+}
+
 /// Rewrite a file in place (truncate + write, same inode), because it is bind-mounted into
 /// running namespaces: a rename would leave them looking at the old file.
 pub fn write_in_place(path: &Path, content: &str) -> std::io::Result<()> {
@@ -185,6 +221,18 @@ mod tests {
              redis-k8s-1.redis-k8s-endpoints redis-k8s-1\n"
         ));
         assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
+    }
+
+    #[test]
+    fn image_binaries_link_to_a_host_stand_in_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        install_image_binaries(tmp.path()).unwrap();
+        install_image_binaries(tmp.path()).unwrap();
+        let link = tmp.path().join("bin/redis_exporter");
+        match IMAGE_BINARIES[0].1.iter().find(|p| Path::new(p).is_file()) {
+            Some(target) => assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(target)),
+            None => assert!(link.symlink_metadata().is_err()),
+        }
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct UnitRt {
     pub pebbles: Mutex<BTreeMap<String, Pebble>>,
     /// Container name → the notice cursor of its current Pebble server.
     pub notice_cursor: Mutex<BTreeMap<String, u64>>,
+    /// Container name → how many check events of its current Pebble server became hooks.
+    pub check_cursor: Mutex<BTreeMap<String, usize>>,
 }
 
 impl UnitRt {
@@ -86,6 +88,7 @@ impl UnitRt {
             wake: Condvar::new(),
             pebbles: Mutex::new(BTreeMap::new()),
             notice_cursor: Mutex::new(BTreeMap::new()),
+            check_cursor: Mutex::new(BTreeMap::new()),
         }
     }
 

@@ -229,7 +229,20 @@ fn build_command(
     name: &str,
     cfg: &Service,
 ) -> Result<tokio::process::Command, String> {
-    let argv = shell_words(cfg.command.as_deref().unwrap_or(""))?;
+    let mut argv = shell_words(cfg.command.as_deref().unwrap_or(""))?;
+    // An executable only the image has (the container root's copy, often a link to a host
+    // stand-in such as Debian's exporter for the image's `/bin/redis_exporter`) runs from
+    // there: the host path does not exist in the service's mount namespace.
+    if let Some(exe) = argv.first_mut() {
+        if exe.starts_with('/') && !Path::new(exe.as_str()).exists() {
+            if let Some(p) = super::files::host_path(&shared.cfg.root, exe)
+                .ok()
+                .and_then(|p| std::fs::canonicalize(p).ok())
+            {
+                *exe = p.to_string_lossy().into_owned();
+            }
+        }
+    }
     let (uid, gid) = if shared.is_root {
         users::resolve(
             cfg.user.as_deref(),
