@@ -279,10 +279,12 @@ pub fn active_status(charm: &mut RedisK8sCharm, fw: &Framework<'_>) -> StatusVal
     if !failing.is_empty() {
         return StatusValue::waiting(failing_message(&failing));
     }
+    let topo = charm.topology(fw).ok().cloned();
+    // After the topology is known: the recorded primary names the role in hooks that did
+    // not converge.
     let fallback = charm.role_message().to_string();
-    let topo = match charm.topology(fw) {
-        Ok(t) if t.peer.is_populated() => t.clone(),
-        _ => return StatusValue::active(fallback),
+    let Some(topo) = topo.filter(|t| t.peer.is_populated()) else {
+        return StatusValue::active(fallback);
     };
     let Some(info) = info_cached(charm, &topo) else {
         return StatusValue::active(fallback);

@@ -1,0 +1,405 @@
+//! Scenario tests of health (state in, event, state out on the in-memory hook tools and
+//! Pebble): the checks and the exporter in the layers pushed to Pebble, the exporter's
+//! password file, the check-failed / check-recovered handlers and the status they leave.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use redis_k8s::charm::RedisK8sCharm;
+use redis_k8s::health::{EXPORTER_PASSWORD_PATH, EXPORTER_SERVICE, REDIS_CHECK, SENTINEL_CHECK};
+use redis_k8s::ops::context::JujuContext;
+use redis_k8s::ops::framework::{dispatch, Framework};
+use redis_k8s::ops::hookcmds::{StatusName, StatusValue};
+use redis_k8s::ops::pebble::Pebble;
+use redis_k8s::ops::testing::harness::Scenario;
+use redis_k8s::ops::testing::pebble::{MemoryPebble, MemoryPebbleProvider};
+use redis_k8s::ops::testing::world::{CharmMeta, HookInfo, World};
+
+const APP: &str = "redis-k8s";
+const UNIT: &str = "redis-k8s/0";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A one-unit model (the unit leads).
+fn world() -> Arc<Mutex<World>> {
+    let mut w = World::new("scn");
+    w.add_app(APP, CharmMeta::load(repo()).expect("charm metadata"))
+        .unwrap();
+    w.add_unit(APP).unwrap();
+    w.set_leader(UNIT);
+    Arc::new(Mutex::new(w))
+}
+
+fn status(w: &Arc<Mutex<World>>) -> StatusValue {
+    w.lock().unwrap().unit_status(UNIT)
+}
+
+/// Run `hook` and check that it succeeded.
+fn run(s: &mut Scenario<'_>, hook: &str) {
+    let r = s
+        .run::<RedisK8sCharm>(&format!("hooks/{hook}"), HookInfo::default())
+        .unwrap();
+    assert!(r.error.is_none(), "{hook}: {:?}", r.error);
+}
+
+/// A deployed unit: passwords recorded, both containers converged.
+fn deployed<'p>(w: &Arc<Mutex<World>>, pebble: &'p MemoryPebbleProvider) -> Scenario<'p> {
+    let mut s = Scenario::new(w.clone(), UNIT, repo(), pebble);
+    run(&mut s, "leader-elected");
+    run(&mut s, "redis-pebble-ready");
+    run(&mut s, "sentinel-pebble-ready");
+    s
+}
+
+/// Run `<container>-pebble-check-<kind>` for `check` the way Juju 3.6 does (the harness
+/// has no check fields, so the workload and check variables are added here); commits on
+/// success like a hook's exit code. Returns whether the dispatch succeeded.
+fn check_hook(s: &mut Scenario<'_>, container: &str, kind: &str, check: &str) -> bool {
+    let hook_name = format!("{container}-pebble-check-{kind}");
+    let dispatch_path = format!("hooks/{hook_name}");
+    let hook = HookInfo {
+        hook_name: hook_name.clone(),
+        ..HookInfo::default()
+    };
+    let mut env = s.env(&dispatch_path, &hook);
+    env.insert("JUJU_WORKLOAD_NAME".into(), container.into());
+    env.insert("JUJU_PEBBLE_CHECK_NAME".into(), check.into());
+    let ctx = JujuContext::from_map(&env).expect("check hook context");
+    let session = World::session(&s.world, &s.unit, hook);
+    let mut fw = Framework::new(&ctx, &session, s.pebble, s.state.stored.clone());
+    let mut charm = RedisK8sCharm::default();
+    let outcome = dispatch(&mut charm, &mut fw);
+    let data = fw.into_data();
+    match outcome {
+        Ok(()) => {
+            s.state.stored = data;
+            session.commit().expect("commit");
+            true
+        }
+        Err(e) => {
+            eprintln!("dispatch failed: {e}");
+            session.discard();
+            false
+        }
+    }
+}
+
+/// Every password the unit knows (from the password action, which reads them wherever they
+/// are kept).
+fn passwords(w: &Arc<Mutex<World>>) -> Vec<String> {
+    let w = w.lock().unwrap();
+    let mut out = Vec::new();
+    let id = w.peer_relation_id(APP, "redis-peers").unwrap();
+    out.extend(
+        w.relation_data(id, APP)
+            .into_iter()
+            .filter(|(k, _)| k.ends_with("password"))
+            .map(|(_, v)| v),
+    );
+    for sid in w.secret_ids(Some(APP)) {
+        if let Some(c) = w.secret_content(&sid) {
+            out.extend(
+                c.into_iter()
+                    .filter(|(k, _)| k.contains("password"))
+                    .map(|(_, v)| v),
+            );
+        }
+    }
+    out.retain(|p| p.len() >= 16);
+    assert!(!out.is_empty(), "no password recorded");
+    out
+}
+
+#[test]
+fn the_layers_carry_password_free_checks_and_the_exporter() {
+    let w = world();
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    deployed(&w, &pebble);
+    let redis = pebble.get("redis");
+    let plan = redis.plan();
+
+    let check = &plan.checks[REDIS_CHECK];
+    assert_eq!(check.level.as_deref(), Some("ready"));
+    assert_eq!(check.threshold, Some(3));
+    let exec = check.exec.as_ref().expect("an exec check");
+    assert!(
+        exec.command.starts_with("redis-cli -h ") && exec.command.ends_with(" -p 6379 QUIT"),
+        "{}",
+        exec.command
+    );
+    assert!(exec.environment.is_empty());
+    // No automatic restart on a failing check: Sentinel owns failover.
+    assert!(plan
+        .services
+        .values()
+        .all(|s| s.on_check_failure.is_empty()));
+
+    let exporter = &plan.services[EXPORTER_SERVICE];
+    let cmd = exporter.command.as_deref().unwrap();
+    assert!(
+        cmd.starts_with("/bin/redis_exporter --redis.addr=redis://"),
+        "{cmd}"
+    );
+    assert!(cmd.contains(&format!("--redis.password-file={EXPORTER_PASSWORD_PATH}")));
+    assert!(cmd.contains(":9121"), "{cmd}");
+    assert!(
+        exporter.environment.is_empty(),
+        "{:?}",
+        exporter.environment
+    );
+    assert_eq!(exporter.user.as_deref(), Some("redis"));
+    // Started by the charm after Redis, never by a replan that could fail because of it.
+    assert_eq!(exporter.startup.as_deref(), Some("disabled"));
+    assert_eq!(
+        redis.service_state(EXPORTER_SERVICE).as_deref(),
+        Some("active")
+    );
+    assert_eq!(redis.service_state("redis").as_deref(), Some("active"));
+
+    // The password is in the 0600 redis-owned file, keyed by the scraped URI; in no plan.
+    let file = redis.file(EXPORTER_PASSWORD_PATH).expect("password file");
+    assert_eq!(
+        (file.permissions, file.user.as_str(), file.group.as_str()),
+        (0o600, "redis", "redis")
+    );
+    let map: BTreeMap<String, String> = serde_json::from_slice(&file.content).unwrap();
+    let target = cmd
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("--redis.addr="))
+        .unwrap();
+    let pw = &map[target];
+    assert!(passwords(&w).contains(pw));
+    let sentinel = pebble.get("sentinel");
+    for p in passwords(&w) {
+        assert!(!plan.to_yaml().contains(&p));
+        assert!(!sentinel.plan().to_yaml().contains(&p));
+    }
+
+    let splan = sentinel.plan();
+    let scheck = &splan.checks[SENTINEL_CHECK];
+    assert!(scheck
+        .exec
+        .as_ref()
+        .is_some_and(|e| e.command.ends_with(" -p 26379 QUIT")));
+    assert_eq!(scheck.level.as_deref(), Some("ready"));
+    assert!(!splan.services.contains_key(EXPORTER_SERVICE));
+}
+
+#[test]
+fn a_missing_exporter_does_not_hold_up_redis_or_the_hook() {
+    let w = world();
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    pebble.get("redis").set_service_start_failure(
+        EXPORTER_SERVICE,
+        Some("cannot start service: exec: \"/bin/redis_exporter\": executable file not found in $PATH"),
+    );
+    let mut s = deployed(&w, &pebble);
+    let redis = pebble.get("redis");
+    assert_eq!(redis.service_state("redis").as_deref(), Some("active"));
+    assert_ne!(
+        redis.service_state(EXPORTER_SERVICE).as_deref(),
+        Some("active")
+    );
+    assert_eq!(status(&w).status, StatusName::Active, "{:?}", status(&w));
+    // Nothing deferred for it, and the next hook simply tries again.
+    assert!(s.state.stored.notices.is_empty());
+    redis.set_service_start_failure(EXPORTER_SERVICE, None);
+    run(&mut s, "config-changed");
+    assert_eq!(
+        redis.service_state(EXPORTER_SERVICE).as_deref(),
+        Some("active")
+    );
+}
+
+#[test]
+fn an_existing_sentinel_gets_its_check_without_a_restart_or_a_config_rewrite() {
+    let w = world();
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = deployed(&w, &pebble);
+    let sentinel = pebble.get("sentinel");
+    // As a deployment of the previous revision left it: the same service, no check.
+    let mut old = sentinel.plan();
+    old.checks.clear();
+    old.services.get_mut("sentinel").unwrap().r#override = Some("replace".into());
+    let fresh = MemoryPebble::new();
+    fresh.add_layer("sentinel", &old, true).unwrap();
+    fresh.replan(std::time::Duration::from_secs(5)).unwrap();
+    let conf = "# rewritten by sentinel\n";
+    fresh.seed_file("/etc/redis-server/sentinel.conf", conf.as_bytes());
+    pebble.insert("sentinel", fresh);
+    let sentinel = pebble.get("sentinel");
+    assert!(sentinel.plan().checks.is_empty());
+    sentinel.clear_calls();
+
+    run(&mut s, "config-changed");
+    let calls = sentinel.calls();
+    assert!(
+        sentinel.plan().checks.contains_key(SENTINEL_CHECK),
+        "{calls:?}"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("replan") || c.starts_with("push") || c.contains("restart")),
+        "{calls:?}"
+    );
+    assert_eq!(
+        sentinel
+            .file("/etc/redis-server/sentinel.conf")
+            .unwrap()
+            .text(),
+        conf
+    );
+}
+
+#[test]
+fn a_failed_check_names_itself_in_the_status_and_is_not_deferred() {
+    let w = world();
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = deployed(&w, &pebble);
+    assert_eq!(status(&w).status, StatusName::Active);
+
+    pebble.get("redis").set_check_status(REDIS_CHECK, "down");
+    assert!(check_hook(&mut s, "redis", "failed", REDIS_CHECK));
+    assert_eq!(
+        status(&w),
+        StatusValue::waiting("redis check failing: redis-up")
+    );
+    assert!(s.state.stored.notices.is_empty(), "never deferred");
+
+    // Both down: both named (the sentinel's own hook).
+    pebble
+        .get("sentinel")
+        .set_check_status(SENTINEL_CHECK, "down");
+    assert!(check_hook(&mut s, "sentinel", "failed", SENTINEL_CHECK));
+    assert_eq!(
+        status(&w),
+        StatusValue::waiting("redis check failing: redis-up, sentinel check failing: sentinel-up")
+    );
+
+    // update-status keeps saying so (Pebble's view, not a memory of the hook).
+    run(&mut s, "update-status");
+    assert_eq!(
+        status(&w).message,
+        "redis check failing: redis-up, sentinel check failing: sentinel-up"
+    );
+}
+
+#[test]
+fn a_failed_check_is_reported_even_when_pebble_cannot_be_asked() {
+    let w = world();
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = deployed(&w, &pebble);
+    pebble.get("sentinel").set_can_connect(false);
+    assert!(check_hook(&mut s, "sentinel", "failed", SENTINEL_CHECK));
+    assert_eq!(
+        status(&w),
+        StatusValue::waiting("sentinel check failing: sentinel-up")
+    );
+}
+
+#[test]
+fn a_failed_hook_for_a_check_that_is_up_again_reports_the_current_state() {
+    let w = world();
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = deployed(&w, &pebble);
+    // The check flapped back before the hook ran: Pebble's current view wins.
+    assert!(check_hook(&mut s, "redis", "failed", REDIS_CHECK));
+    assert_eq!(status(&w), StatusValue::active("primary"));
+}
+
+#[test]
+fn a_recovered_check_converges_again_and_restores_the_active_status() {
+    let w = world();
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = deployed(&w, &pebble);
+    let redis = pebble.get("redis");
+    redis.set_check_status(REDIS_CHECK, "down");
+    assert!(check_hook(&mut s, "redis", "failed", REDIS_CHECK));
+    assert_eq!(status(&w).status, StatusName::Waiting);
+
+    // Redis died meanwhile (Pebble gave up restarting it); the check comes back up.
+    redis.set_service_state("redis", "error");
+    redis.set_service_state(EXPORTER_SERVICE, "inactive");
+    redis.set_check_status(REDIS_CHECK, "up");
+    redis.clear_calls();
+    assert!(check_hook(&mut s, "redis", "recovered", REDIS_CHECK));
+    assert_eq!(redis.service_state("redis").as_deref(), Some("active"));
+    assert_eq!(
+        redis.service_state(EXPORTER_SERVICE).as_deref(),
+        Some("active")
+    );
+    assert!(redis.calls().iter().any(|c| c.starts_with("replan")));
+    // No real Redis answers in a scenario: the role this hook converged to.
+    assert_eq!(status(&w), StatusValue::active("primary"));
+    assert!(s.state.stored.notices.is_empty());
+}
+
+#[test]
+fn the_exporter_password_file_is_rewritten_and_the_exporter_restarted_only_on_change() {
+    let pebble = MemoryPebble::new();
+    let p: &dyn Pebble = &pebble;
+    p.make_dir("/etc/redis-server", &redis_k8s::workload::redis_dir(0o750))
+        .unwrap();
+    assert!(redis_k8s::health::push_exporter_password(p, "10.0.0.1", Some("a")).unwrap());
+    assert!(!redis_k8s::health::push_exporter_password(p, "10.0.0.1", Some("a")).unwrap());
+    assert!(redis_k8s::health::push_exporter_password(p, "10.0.0.1", Some("b")).unwrap());
+    assert!(redis_k8s::health::push_exporter_password(p, "10.0.0.2", Some("b")).unwrap());
+    let file = pebble.file(EXPORTER_PASSWORD_PATH).unwrap();
+    assert_eq!(file.text(), r#"{"redis://10.0.0.2:6379":"b"}"#);
+
+    let mut layer = redis_k8s::ops::pebble::Layer::default();
+    layer.services.insert(
+        EXPORTER_SERVICE.into(),
+        redis_k8s::health::exporter_service("10.0.0.2"),
+    );
+    pebble.add_layer("redis", &layer, true).unwrap();
+    pebble.set_service_start_failure(EXPORTER_SERVICE, None);
+    redis_k8s::health::ensure_exporter(p, false);
+    assert_eq!(
+        pebble.service_state(EXPORTER_SERVICE).as_deref(),
+        Some("active")
+    );
+    pebble.clear_calls();
+    redis_k8s::health::ensure_exporter(p, false);
+    assert!(
+        !pebble.calls().iter().any(|c| c.contains("start")),
+        "{:?}",
+        pebble.calls()
+    );
+    redis_k8s::health::ensure_exporter(p, true);
+    assert!(
+        pebble.calls().iter().any(|c| c.contains("restart")),
+        "{:?}",
+        pebble.calls()
+    );
+}
+
+#[test]
+fn check_hooks_are_registered_for_both_containers() {
+    let w = world();
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = deployed(&w, &pebble);
+    for c in ["redis", "sentinel"] {
+        let check = if c == "redis" {
+            REDIS_CHECK
+        } else {
+            SENTINEL_CHECK
+        };
+        pebble.get(c).set_check_status(check, "down");
+        assert!(check_hook(&mut s, c, "failed", check));
+        assert!(
+            status(&w)
+                .message
+                .contains(&format!("{c} check failing: {check}")),
+            "{:?}",
+            status(&w)
+        );
+        pebble.get(c).set_check_status(check, "up");
+        assert!(check_hook(&mut s, c, "recovered", check));
+        assert_eq!(status(&w).status, StatusName::Active, "{:?}", status(&w));
+    }
+}
