@@ -1,5 +1,6 @@
-//! Actions: `check-service`, `get-initial-admin-password`, `get-sentinel-password`.
-//! The password actions are the only place a password leaves the charm.
+//! Actions: `check-service`, `get-initial-admin-password`, `get-sentinel-password`,
+//! `set-password`, `switchover`. The two get-* actions are the only place a password leaves
+//! the charm; `set-password` reports the rotation it started, never a password.
 
 use std::collections::BTreeMap;
 
@@ -22,14 +23,78 @@ fn password_action(
     pick: fn(&crate::peers::PeerAppData) -> Option<&str>,
 ) -> HandlerResult {
     let topo = charm.topology(fw)?.clone();
-    match pick(&topo.peer) {
-        Some(pw) => result(fw, key, pw),
-        None => {
+    match (pick(&topo.peer), &topo.peer.password_problem) {
+        (Some(pw), _) => result(fw, key, pw),
+        (None, Some(problem)) => {
+            fw.tools().action_fail(problem)?;
+            Ok(())
+        }
+        (None, None) => {
             fw.tools()
                 .action_fail("the password has not been generated yet (no leader elected?)")?;
             Ok(())
         }
     }
+}
+
+/// `set-password [username=admin|sentinel] [password=...]`: start a rotation on the leader
+/// (see [`crate::passwords`]). The results name the rotation, never a password.
+pub fn set_password(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+    _: &mut EventHandle,
+) -> HandlerResult {
+    use crate::passwords::User;
+    if !fw.model().is_leader()? {
+        fw.tools().action_fail(
+            "set-password must run on the leader unit (juju run <app>/leader set-password)",
+        )?;
+        return Ok(());
+    }
+    let params = fw.tools().action_get()?;
+    let user = match params.get("username") {
+        None | Some(serde_json::Value::Null) => User::Admin,
+        Some(serde_json::Value::String(u)) => match User::parse(u) {
+            Some(u) => u,
+            None => {
+                fw.tools().action_fail(&format!(
+                    "unknown username {u:?}: use admin or sentinel"
+                ))?;
+                return Ok(());
+            }
+        },
+        Some(_) => {
+            fw.tools()
+                .action_fail("username must be a string: admin or sentinel")?;
+            return Ok(());
+        }
+    };
+    let new = match params.get("password") {
+        None | Some(serde_json::Value::Null) => crate::peers::generate_password()?,
+        Some(serde_json::Value::String(p)) => p.clone(),
+        Some(_) => {
+            fw.tools().action_fail("password must be a string")?;
+            return Ok(());
+        }
+    };
+    match crate::passwords::set_password(charm, fw, user, &new)? {
+        Ok(rot) => {
+            let mut r = BTreeMap::new();
+            r.insert("username".to_string(), user.as_str().to_string());
+            r.insert("generation".to_string(), rot.generation.to_string());
+            r.insert(
+                "result".to_string(),
+                format!(
+                    "rotation started: every unit accepts both passwords, then switches; the \
+                     old {} password is refused password-rotation-grace seconds later",
+                    user.as_str()
+                ),
+            );
+            fw.tools().action_set(&r)?;
+        }
+        Err(msg) => fw.tools().action_fail(&msg)?,
+    }
+    Ok(())
 }
 
 pub fn get_admin_password(

@@ -11,7 +11,7 @@ use crate::config::{CharmConfig, ConfigError};
 use crate::literals::*;
 use crate::ops::framework::{handle_path, Charm, EventHandle, Framework, HandlerResult, Observers};
 use crate::ops::hookcmds::{HookError, StatusName, StatusValue};
-use crate::peers::{generate_password, unit_fqdn, PeerAppData};
+use crate::peers::{unit_fqdn, PeerAppData};
 use crate::sentinel::Sentinel;
 use crate::{actions, client_relation, redis_server, sentinel};
 
@@ -50,6 +50,8 @@ pub struct RedisK8sCharm {
     /// The role the redis path converged to in this hook (from the sentinels' view), which
     /// beats the recorded `leader-host` for the status message.
     pub converged_role: Option<&'static str>,
+    /// Passwords this hook wrote to the secret (read back from here until the hook commits).
+    pub written_passwords: Option<crate::passwords::Written>,
     /// What this hook learnt about health; builds the active status at collect-status.
     pub health: crate::health::HealthState,
 }
@@ -118,6 +120,18 @@ impl Charm for RedisK8sCharm {
             &root,
             "_get_sentinel_password",
             actions::get_sentinel_password,
+        );
+        o.observe(
+            "set_password_action",
+            &root,
+            "_set_password",
+            actions::set_password,
+        );
+        o.observe(
+            "redis_relation_broken",
+            &root,
+            "_on_redis_relation_broken",
+            client_relation::on_broken,
         );
         o.observe(
             "switchover_action",
@@ -202,7 +216,13 @@ impl RedisK8sCharm {
                         .filter(|u| *u != &ctx.unit_name)
                         .map(|u| unit_fqdn(u, &ctx.model_name, &domain))
                         .collect();
-                    (PeerAppData::from_bag(&bag), fqdns)
+                    let mut peer = PeerAppData::from_bag(&bag);
+                    crate::passwords::resolve(
+                        fw.tools(),
+                        &mut peer,
+                        self.written_passwords.as_ref(),
+                    );
+                    (peer, fqdns)
                 }
                 None => (PeerAppData::default(), Vec::new()),
             };
@@ -245,37 +265,55 @@ impl RedisK8sCharm {
         }
     }
 
+    /// Report a non-`Done` outcome (a `Done` adds nothing); returns whether to defer.
+    pub fn report_problem(&mut self, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Done => false,
+            other => self.report(other),
+        }
+    }
+
     /// Converge both workloads: the same path whatever the trigger.
     fn converge_all(&mut self, fw: &mut Framework<'_>, ev: &mut EventHandle) -> HandlerResult {
+        let defer_passwords = if fw.model().is_leader()? {
+            let step = crate::passwords::leader_step(self, fw)?;
+            self.report_problem(step)
+        } else {
+            false
+        };
         let redis = redis_server::converge(self, fw)?;
         let sentinel = sentinel::converge(self, fw)?;
         let defer_redis = self.report(redis);
         let defer_sentinel = self.report(sentinel);
+        crate::passwords::apply_and_ack(self, fw, false)?;
+        if fw.model().is_leader()? {
+            // This unit's own acknowledgement may complete a rotation phase.
+            crate::passwords::leader_step(self, fw)?;
+            crate::passwords::apply_and_ack(self, fw, false)?;
+        }
         client_relation::publish(self, fw)?;
-        if defer_redis || defer_sentinel {
+        if defer_passwords || defer_redis || defer_sentinel {
             ev.defer();
         }
         Ok(())
     }
 
-    /// The leader makes sure passwords and the first primary are recorded.
+    /// The leader makes sure the passwords (in their secret, see [`crate::passwords`]) and
+    /// the first primary are recorded.
     fn on_leader_elected(&mut self, fw: &mut Framework<'_>, ev: &mut EventHandle) -> HandlerResult {
         if !fw.model().is_leader()? {
             return Ok(());
         }
+        let step = crate::passwords::leader_step(self, fw)?;
+        if self.report_problem(step) {
+            ev.defer();
+            return Ok(());
+        }
         let topo = self.topology(fw)?.clone();
         let Some(rel) = topo.peer_relation else {
-            self.report(Outcome::Waiting("Waiting for peer relation".into()));
-            ev.defer();
             return Ok(());
         };
         let mut changes = std::collections::BTreeMap::new();
-        if topo.peer.redis_password.is_none() {
-            changes.insert(KEY_REDIS_PASSWORD.to_string(), generate_password()?);
-        }
-        if topo.peer.sentinel_password.is_none() {
-            changes.insert(KEY_SENTINEL_PASSWORD.to_string(), generate_password()?);
-        }
         if topo.peer.leader_host.is_none() {
             changes.insert(KEY_LEADER_HOST.to_string(), topo.fqdn.clone());
         } else {
@@ -344,7 +382,13 @@ impl RedisK8sCharm {
             return Ok(());
         }
         if fw.model().is_leader()? {
+            // Also where a rotation's grace period ends.
+            let step = crate::passwords::leader_step(self, fw)?;
+            self.report_problem(step);
             sentinel::refresh_leader_host(self, fw)?;
+        }
+        crate::passwords::apply_and_ack(self, fw, false)?;
+        if fw.model().is_leader()? {
             client_relation::publish(self, fw)?;
         }
         redis_server::refresh_min_replicas(self, fw)?;

@@ -61,6 +61,10 @@ pub struct CharmConfig {
     pub min_replicas_to_write: Option<u64>,
     /// `min-replicas-max-lag` in seconds (at least 1).
     pub min_replicas_max_lag: u64,
+    /// `allow-no-auth`: Redis's default user takes any password (for old clients).
+    pub allow_no_auth: bool,
+    /// `password-rotation-grace`: seconds the old password stays accepted after the switch.
+    pub password_rotation_grace: u64,
 }
 
 impl Default for CharmConfig {
@@ -262,7 +266,12 @@ impl CharmConfig {
         let mrw = int_range_signed(map, "min-replicas-to-write", -1, -1, 1000)?;
         let min_replicas_to_write = u64::try_from(mrw).ok();
         let min_replicas_max_lag = int_range(map, "min-replicas-max-lag", 10, 1, 3600)?;
+        let allow_no_auth = boolean(map, "allow-no-auth", false)?;
+        let password_rotation_grace =
+            int_range(map, "password-rotation-grace", 300, 0, 30 * 86_400)?;
         Ok(CharmConfig {
+            allow_no_auth,
+            password_rotation_grace,
             min_replicas_to_write,
             min_replicas_max_lag,
             enable_tls,
@@ -296,6 +305,24 @@ mod tests {
         assert_eq!(c.failover_timeout_ms, 30000);
         assert!(c.appendonly);
         assert_eq!(c.cluster_domain, "cluster.local");
+        assert!(!c.allow_no_auth, "authentication is on unless asked otherwise");
+        assert_eq!(c.password_rotation_grace, 300);
+    }
+
+    #[test]
+    fn password_options_are_validated() {
+        let c = CharmConfig::from_map(&map(&[
+            ("allow-no-auth", Value::Bool(true)),
+            ("password-rotation-grace", Value::from(5)),
+        ]))
+        .unwrap();
+        assert!(c.allow_no_auth);
+        assert_eq!(c.password_rotation_grace, 5);
+        let e = CharmConfig::from_map(&map(&[("password-rotation-grace", Value::from(-1))]))
+            .unwrap_err();
+        assert_eq!(e.option, "password-rotation-grace");
+        let e = CharmConfig::from_map(&map(&[("allow-no-auth", Value::from("yes"))])).unwrap_err();
+        assert_eq!(e.option, "allow-no-auth");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod config;
 pub mod health;
 pub mod literals;
 pub mod ops;
+pub mod passwords;
 pub mod peers;
 pub mod primary;
 pub mod redis_client;

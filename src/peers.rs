@@ -1,5 +1,8 @@
-//! The peer relation's app databag, typed. Keys are the Python charm's, so a deployment of
-//! it can be refreshed to this charm and keep its passwords and primary.
+//! The peer relation's app databag, typed. `leader-host` is the Python charm's key; the
+//! passwords live in a Juju secret referenced by `passwords-secret` (see [`crate::passwords`]),
+//! and the Python charm's plain `redis-password` / `sentinel-password` keys are read only until
+//! the leader has migrated them, so a deployment of it can be refreshed to this charm and keep
+//! its passwords and primary.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -7,16 +10,37 @@ use std::io::Read;
 use crate::literals::{
     KEY_ENABLE_PASSWORD, KEY_LEADER_HOST, KEY_REDIS_PASSWORD, KEY_SENTINEL_PASSWORD,
 };
+use crate::passwords::{
+    Passwords, Rotation, KEY_CLIENT_SECRET, KEY_PASSWORDS_SECRET, KEY_ROTATION,
+};
 
-/// What the leader records for everyone.
+/// What the leader records for everyone, with the passwords resolved from the secret.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct PeerAppData {
+    /// The admin password in use (from the secret; before the migration, the plain key).
     pub redis_password: Option<String>,
+    /// The sentinel password in use (same sources).
     pub sentinel_password: Option<String>,
     /// The primary's pod FQDN.
     pub leader_host: Option<String>,
-    /// The Python charm's legacy no-auth mode (`enable-password: "false"`).
+    /// False when the Python charm's legacy no-auth key (`enable-password: "false"`) is
+    /// present. Informational only: the leader deletes the key, and no-auth is the
+    /// `allow-no-auth` config option.
     pub enable_password: bool,
+    /// The `enable-password` key is present (the leader deletes it).
+    pub legacy_key_present: bool,
+    /// The bag still holds plain `redis-password` / `sentinel-password` (Python charm).
+    pub plain_passwords: bool,
+    /// URI of the passwords secret.
+    pub passwords_secret: Option<String>,
+    /// URI of the client credentials secret.
+    pub client_secret: Option<String>,
+    /// The leader's password rotation record.
+    pub rotation: Option<Rotation>,
+    /// The whole secret content (accepted passwords during a rotation), once read.
+    pub passwords: Option<Passwords>,
+    /// Why the referenced secret cannot be used (reported in the Waiting status).
+    pub password_problem: Option<String>,
 }
 
 // Never print passwords, even in debug output.
@@ -33,6 +57,12 @@ impl std::fmt::Debug for PeerAppData {
             )
             .field("leader_host", &self.leader_host)
             .field("enable_password", &self.enable_password)
+            .field("plain_passwords", &self.plain_passwords)
+            .field("passwords_secret", &self.passwords_secret)
+            .field("client_secret", &self.client_secret)
+            .field("rotation", &self.rotation)
+            .field("passwords", &self.passwords)
+            .field("password_problem", &self.password_problem)
             .finish()
     }
 }
@@ -45,7 +75,9 @@ fn non_empty(bag: &BTreeMap<String, String>, key: &str) -> Option<String> {
 
 impl PeerAppData {
     /// Parse a databag; unknown keys are ignored, empty values count as absent, and a
-    /// malformed `leader-host` (not a host name) is dropped with a warning.
+    /// malformed `leader-host` (not a host name) or rotation record is dropped with a
+    /// warning. The passwords are the plain keys here; [`crate::passwords::resolve`] replaces
+    /// them with the secret's content when the bag references one.
     pub fn from_bag(bag: &BTreeMap<String, String>) -> PeerAppData {
         let leader_host = non_empty(bag, KEY_LEADER_HOST).filter(|h| {
             let ok = is_hostname(h);
@@ -54,27 +86,44 @@ impl PeerAppData {
             }
             ok
         });
+        let redis_password = non_empty(bag, KEY_REDIS_PASSWORD);
+        let sentinel_password = non_empty(bag, KEY_SENTINEL_PASSWORD);
+        let secret_ref = |key: &str| non_empty(bag, key).filter(|v| !v.contains(char::is_whitespace));
         PeerAppData {
-            redis_password: non_empty(bag, KEY_REDIS_PASSWORD),
-            sentinel_password: non_empty(bag, KEY_SENTINEL_PASSWORD),
+            plain_passwords: redis_password.is_some() || sentinel_password.is_some(),
+            redis_password,
+            sentinel_password,
             leader_host,
             enable_password: bag.get(KEY_ENABLE_PASSWORD).map(|v| v.trim()) != Some("false"),
+            legacy_key_present: bag.contains_key(KEY_ENABLE_PASSWORD),
+            passwords_secret: secret_ref(KEY_PASSWORDS_SECRET),
+            client_secret: secret_ref(KEY_CLIENT_SECRET),
+            rotation: non_empty(bag, KEY_ROTATION).and_then(|r| Rotation::from_json(&r)),
+            passwords: None,
+            password_problem: None,
         }
     }
 
-    /// The Python charm's `_valid_app_databag`: passwords (or legacy mode) and a primary.
+    /// Passwords and a primary are known (the Python charm's `_valid_app_databag`, without
+    /// its legacy no-auth exception).
     pub fn is_populated(&self) -> bool {
-        (self.redis_password.is_some() || !self.enable_password)
+        self.redis_password.is_some()
             && self.sentinel_password.is_some()
             && self.leader_host.is_some()
     }
 
-    /// The admin password Redis should require (None in legacy no-auth mode).
+    /// The admin password in use: what the charm and clients authenticate with. (With
+    /// `allow-no-auth`, Redis accepts any password, so it works then too.)
     pub fn admin_password(&self) -> Option<&str> {
-        if self.enable_password {
-            self.redis_password.as_deref()
-        } else {
-            None
+        self.redis_password.as_deref()
+    }
+
+    /// The Waiting message when the data is not usable yet: the secret problem if there is
+    /// one, else `default`.
+    pub fn waiting_message(&self, default: &str) -> String {
+        match &self.password_problem {
+            Some(p) => format!("Waiting for passwords: {p}"),
+            None => default.to_string(),
         }
     }
 }

@@ -43,7 +43,12 @@ pub struct RedisConfig<'a> {
     pub save: String,
     pub maxmemory: u64,
     pub maxmemory_policy: &'a str,
-    pub redis_password: Option<&'a str>,
+    /// SHA-256 of every password the `default` user accepts (two during a rotation).
+    pub admin_hashes: Vec<String>,
+    /// `allow-no-auth`: the `default` user takes any password.
+    pub no_auth: bool,
+    /// The admin password in use, for replication (`masterauth`).
+    pub masterauth: Option<&'a str>,
     pub replicaof: Option<&'a str>,
     pub min_replicas_to_write: u64,
     pub min_replicas_max_lag: u64,
@@ -82,7 +87,8 @@ pub fn converge(
     let topo = charm.topology(fw)?.clone();
     if !topo.peer.is_populated() {
         return Ok(Outcome::Waiting(
-            "Waiting for peer data to be updated".into(),
+            topo.peer
+                .waiting_message("Waiting for peer data to be updated"),
         ));
     }
     let Some(primary) = current_primary(charm, fw)? else {
@@ -125,7 +131,19 @@ pub fn converge(
             save,
             maxmemory: cfg.maxmemory,
             maxmemory_policy: cfg.maxmemory_policy,
-            redis_password: topo.peer.admin_password(),
+            admin_hashes: topo
+                .peer
+                .passwords
+                .as_ref()
+                .map(|p| p.admin.hashes())
+                .or_else(|| {
+                    topo.peer
+                        .admin_password()
+                        .map(|p| vec![crate::passwords::sha256::hex(p.as_bytes())])
+                })
+                .unwrap_or_default(),
+            no_auth: cfg.allow_no_auth,
+            masterauth: topo.peer.admin_password(),
             replicaof,
             min_replicas_to_write: min_replicas.0,
             min_replicas_max_lag: min_replicas.1,

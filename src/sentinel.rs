@@ -92,6 +92,8 @@ struct SentinelConfFile<'a> {
     #[serde(flatten)]
     config: SentinelConfig<'a>,
     client_reconfig_script: &'a str,
+    /// SHA-256 of every password Sentinel's `default` user accepts (two during a rotation).
+    sentinel_hashes: Vec<String>,
 }
 
 /// The `client-reconfig-script` (POSIX sh). Sentinel runs it as `redis` with
@@ -259,7 +261,9 @@ pub fn converge(
     }
     let topo = charm.topology(fw)?.clone();
     if !topo.peer.is_populated() {
-        return Ok(Outcome::Waiting("Databag has not been populated".into()));
+        return Ok(Outcome::Waiting(
+            topo.peer.waiting_message("Databag has not been populated"),
+        ));
     }
     let layer = sentinel_layer(&own_address(&topo));
     let plan = match pebble.get_plan() {
@@ -315,6 +319,7 @@ pub fn converge(
         SentinelConfFile {
             config,
             client_reconfig_script: NOTIFY_PRIMARY_SCRIPT_PATH,
+            sentinel_hashes: sentinel_hashes(&topo.peer),
         },
     )?;
     if let Err(e) = write_config(&*pebble, SENTINEL_CONFIG_PATH, &rendered) {
@@ -333,6 +338,16 @@ pub fn converge(
         return Ok(pebble_outcome(SENTINEL_CONTAINER, &e));
     }
     Ok(Outcome::Done)
+}
+
+/// The hashes of every password Sentinel accepts: from the secret, or the plain password
+/// before the migration.
+fn sentinel_hashes(peer: &crate::peers::PeerAppData) -> Vec<String> {
+    match (&peer.passwords, &peer.sentinel_password) {
+        (Some(p), _) => p.sentinel.hashes(),
+        (None, Some(p)) => vec![crate::passwords::sha256::hex(p.as_bytes())],
+        (None, None) => Vec::new(),
+    }
 }
 
 /// Create `/etc/redis-server` (0750, redis) and push a config file (0600, redis): the file

@@ -36,6 +36,13 @@ fn peer_bag(w: &Arc<Mutex<World>>) -> BTreeMap<String, String> {
     w.relation_data(id, APP)
 }
 
+/// The passwords secret's content (the peer bag holds only its URI).
+fn passwords(w: &Arc<Mutex<World>>) -> BTreeMap<String, String> {
+    let bag = peer_bag(w);
+    let uri = bag.get("passwords-secret").expect("passwords-secret in peer data");
+    w.lock().unwrap().secret_content(uri).expect("the secret exists")
+}
+
 fn status(w: &Arc<Mutex<World>>, unit: &str) -> StatusValue {
     w.lock().unwrap().unit_status(unit)
 }
@@ -68,8 +75,13 @@ fn sentinel_waits_for_the_databag_then_the_leader_fills_it_and_the_deferred_even
 
     s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
         .unwrap();
-    let bag = peer_bag(&w);
-    assert_eq!(bag["leader-host"], FQDN0);
+    let peer = peer_bag(&w);
+    assert_eq!(peer["leader-host"], FQDN0);
+    assert!(
+        !peer.contains_key("redis-password") && !peer.contains_key("sentinel-password"),
+        "no plain passwords in peer data: {peer:?}"
+    );
+    let bag = passwords(&w);
     assert_eq!(bag["redis-password"].len(), 32);
     assert_eq!(bag["sentinel-password"].len(), 32);
     assert_ne!(bag["redis-password"], bag["sentinel-password"]);
@@ -105,7 +117,16 @@ fn sentinel_waits_for_the_databag_then_the_leader_fills_it_and_the_deferred_even
     let monitor = conf.find("\nsentinel monitor ").unwrap();
     assert!(conf.find("resolve-hostnames yes").unwrap() < monitor);
     assert!(conf.find("announce-hostnames yes").unwrap() < monitor);
-    assert!(conf.contains(&format!("requirepass {}\n", bag["sentinel-password"])));
+    let sentinel_hash = redis_k8s::passwords::sha256::hex(bag["sentinel-password"].as_bytes());
+    assert!(
+        conf.contains(&format!("user default on #{sentinel_hash} ~* &* +@all\n")),
+        "{conf}"
+    );
+    assert!(!conf.contains(&format!("requirepass")));
+    assert!(conf.contains(&format!(
+        "sentinel sentinel-pass {}\n",
+        bag["sentinel-password"]
+    )));
     assert!(conf.contains(&format!(
         "sentinel auth-pass redis-k8s {}\n",
         bag["redis-password"]
@@ -172,10 +193,12 @@ fn leader_keeps_existing_passwords_like_a_refreshed_python_deployment() {
     let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
     s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
         .unwrap();
-    let bag = peer_bag(&w);
+    let peer = peer_bag(&w);
+    assert_eq!(peer["leader-host"], FQDN0);
+    assert!(!peer.contains_key("redis-password"), "{peer:?}");
+    let bag = passwords(&w);
     assert_eq!(bag["redis-password"], "py-admin-pass");
     assert_eq!(bag["sentinel-password"], "py-sentinel-pass");
-    assert_eq!(bag["leader-host"], FQDN0);
 }
 
 #[test]
@@ -187,13 +210,19 @@ fn redis_layer_and_config_keep_the_password_in_the_file_and_replicas_follow_the_
         .unwrap();
     s0.run::<RedisK8sCharm>("hooks/redis-pebble-ready", HookInfo::default())
         .unwrap();
-    let bag = peer_bag(&w);
+    let bag = passwords(&w);
     let redis = pebble0.get("redis");
     let conf = redis
         .file("/etc/redis-server/redis.conf")
         .expect("redis.conf")
         .text();
-    assert!(conf.contains(&format!("requirepass {}\n", bag["redis-password"])));
+    let hash = redis_k8s::passwords::sha256::hex(bag["redis-password"].as_bytes());
+    assert!(
+        conf.contains(&format!("user default on #{hash} ~* &* +@all\n")),
+        "{conf}"
+    );
+    assert!(conf.contains(&format!("masterauth {}\n", bag["redis-password"])));
+    assert!(!conf.contains("requirepass"));
     assert!(conf.contains("appendonly yes\n"));
     // A fresh (root-owned or absent) volume: Redis gets a redis-owned subdirectory.
     assert!(conf.contains("dir /var/lib/redis/data\n"), "{conf}");
@@ -278,7 +307,7 @@ fn password_actions_return_the_peer_passwords() {
     let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
     s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
         .unwrap();
-    let bag = peer_bag(&w);
+    let bag = passwords(&w);
     for (action, key) in [
         ("get-initial-admin-password", "redis-password"),
         ("get-sentinel-password", "sentinel-password"),

@@ -216,9 +216,16 @@ fn sentinel_pebble_ready_defers_until_the_leader_commits_the_databag() {
         .unwrap();
     let bag = unit.world.lock().unwrap().relation_data(peer, APP);
     assert_eq!(bag["leader-host"], FQDN);
-    let sentinel_pw = bag["sentinel-password"].clone();
+    assert!(!bag.contains_key("sentinel-password"), "only the secret's URI: {bag:?}");
+    let secret = unit
+        .world
+        .lock()
+        .unwrap()
+        .secret_content(&bag["passwords-secret"])
+        .expect("the passwords secret");
+    let sentinel_pw = secret["sentinel-password"].clone();
     assert!(
-        !out.contains(&sentinel_pw) && !out.contains(&bag["redis-password"]),
+        !out.contains(&sentinel_pw) && !out.contains(&secret["redis-password"]),
         "no secret in the hook output"
     );
 

@@ -1,0 +1,1011 @@
+//! Passwords: one app-owned Juju secret, the migration from the Python charm's plain keys,
+//! and the `set-password` rotation without client errors.
+//!
+//! # Storage
+//! The leader keeps both passwords in one application-owned secret (label
+//! [`PASSWORDS_SECRET_LABEL`], keys `redis-password` and `sentinel-password`); the peer app
+//! databag holds only its URI ([`KEY_PASSWORDS_SECRET`]). Every unit reads the content with
+//! `secret-get --peek`: all units of the owning application are on the owner side, and since
+//! Juju 3.1.7 an owner reads its tracked revision unless it peeks or refreshes (before 3.1.7 it
+//! always read the latest and could not refresh); peeking gives the latest revision on every
+//! version without re-pinning. Owners get no `secret-changed`, so with every new revision the
+//! leader also changes a peer app key (the secret URI or [`KEY_ROTATION`]), which gives every
+//! other unit a `redis-peers-relation-changed`.
+//!
+//! # Migration
+//! A deployment of the Python charm keeps `redis-password` / `sentinel-password` in plain
+//! text in the peer app databag. When the leader finds them and no secret reference, it
+//! creates the secret from those values (the running Redis and its clients keep working),
+//! writes the reference and deletes the plain keys. Until the reference appears, other units
+//! keep using the plain keys.
+//!
+//! # Rotation (`set-password`)
+//! Redis and Sentinel express their password as ACL rules on the `default` user
+//! (`user default on #<sha256> [#<sha256>] ~* &* +@all` in the config files, `ACL SETUSER` at
+//! runtime), which accepts two passwords at once. The secret's `redis-password` is always the
+//! password everyone *uses* (clients, `masterauth`, Sentinel's `auth-pass`, `sentinel-pass`,
+//! the charm); `<key>-next` and `<key>-previous` are passwords that are *accepted* too.
+//! The leader drives three phases, recorded in [`KEY_ROTATION`] (generation, user, phase); each
+//! unit acknowledges a phase in its unit databag ([`KEY_ROTATION_ACK`]) once its running
+//! workloads (and config files) match the secret:
+//! 1. **add** — `<key>-next` = new: every unit accepts old and new; nothing uses new yet.
+//! 2. **switch** (all acked add) — `<key>` = new, `<key>-previous` = old: everything switches
+//!    to the new password (which every unit already accepts); the client secret is updated
+//!    and the get-* actions return the new password. The old one is still accepted.
+//! 3. **drop** (all acked switch and `password-rotation-grace` seconds passed, checked at the
+//!    next hook, e.g. update-status) — only `<key>` remains; the old password is refused.
+//! 4. **done** (all acked drop).
+//!
+//! A unit that restarts mid-rotation renders every accepted password from the secret.
+
+pub mod sha256;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::charm::{own_address, Outcome, RedisK8sCharm};
+use crate::literals::*;
+use crate::ops::context::Event;
+use crate::ops::framework::{Framework, HandlerError};
+use crate::ops::hookcmds::{HookError, HookTools, SecretOptions, SecretQuery};
+use crate::ops::pebble::Pebble;
+use crate::peers::{generate_password, PeerAppData};
+use crate::redis_client::{value_to_map, value_to_string, RedisCallError, RedisConn};
+
+/// Label of the app-owned secret with both passwords.
+pub const PASSWORDS_SECRET_LABEL: &str = "redis-passwords";
+/// Label of the app-owned secret granted to client relations (`username`, `password`).
+pub const CLIENT_SECRET_LABEL: &str = "redis-client";
+/// Peer app key: the passwords secret's URI.
+pub const KEY_PASSWORDS_SECRET: &str = "passwords-secret";
+/// Peer app key: the client secret's URI.
+pub const KEY_CLIENT_SECRET: &str = "client-secret";
+/// Peer app key: the rotation record (JSON [`Rotation`]).
+pub const KEY_ROTATION: &str = "password-rotation";
+/// Peer unit key: the rotation phase this unit has applied (`<generation>:<phase>`).
+pub const KEY_ROTATION_ACK: &str = "password-rotation-ack";
+/// Client relation app key with the client secret's URI (the data-platform convention).
+pub const KEY_SECRET_USER: &str = "secret-user";
+/// The Redis user clients get (the ACL `default` user).
+pub const CLIENT_USERNAME: &str = "default";
+
+/// Why the passwords cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    #[error("cannot read the passwords secret ({0})")]
+    Unreadable(String),
+    #[error("the passwords secret has no {0}")]
+    Missing(&'static str),
+    #[error("the passwords secret's {key} is unusable: {reason}")]
+    Invalid { key: String, reason: &'static str },
+}
+
+/// Which password a rotation changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum User {
+    /// Redis's `default` user (`get-initial-admin-password`).
+    Admin,
+    /// Sentinel's `default` user (`get-sentinel-password`).
+    Sentinel,
+}
+
+impl User {
+    pub fn parse(s: &str) -> Option<User> {
+        match s {
+            "admin" | "default" => Some(User::Admin),
+            "sentinel" => Some(User::Sentinel),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            User::Admin => "admin",
+            User::Sentinel => "sentinel",
+        }
+    }
+
+    fn key(&self) -> &'static str {
+        match self {
+            User::Admin => KEY_REDIS_PASSWORD,
+            User::Sentinel => KEY_SENTINEL_PASSWORD,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Add,
+    Switch,
+    Drop,
+    Done,
+}
+
+impl Phase {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Add => "add",
+            Phase::Switch => "switch",
+            Phase::Drop => "drop",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// The leader's rotation record in the peer app databag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    pub generation: u64,
+    pub user: User,
+    pub phase: Phase,
+    /// Unix seconds when this phase was written (the grace period counts from the switch).
+    pub since: u64,
+}
+
+impl Rotation {
+    pub fn active(&self) -> bool {
+        self.phase != Phase::Done
+    }
+
+    /// What a unit writes to [`KEY_ROTATION_ACK`] once it applied this phase.
+    pub fn ack_value(&self) -> String {
+        format!("{}:{}", self.generation, self.phase.as_str())
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parse the databag value; junk is dropped with a warning (no rotation then).
+    pub fn from_json(s: &str) -> Option<Rotation> {
+        match serde_json::from_str(s) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring malformed password-rotation in peer data");
+                None
+            }
+        }
+    }
+}
+
+/// One user's passwords.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credential {
+    /// In use: what clients, `masterauth`, `auth-pass`, `sentinel-pass` and the charm send.
+    pub current: String,
+    /// Accepted too before the switch of a rotation (the new password).
+    pub next: Option<String>,
+    /// Accepted too after the switch of a rotation, until the drop (the old password).
+    pub previous: Option<String>,
+}
+
+impl Credential {
+    pub fn new(current: impl Into<String>) -> Credential {
+        Credential {
+            current: current.into(),
+            next: None,
+            previous: None,
+        }
+    }
+
+    /// Every accepted password, the one in use first, without duplicates.
+    pub fn accepted(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = vec![self.current.as_str()];
+        for p in [&self.next, &self.previous].into_iter().flatten() {
+            if !out.contains(&p.as_str()) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// SHA-256 hex of every accepted password (ACL `#<hash>` rules).
+    pub fn hashes(&self) -> Vec<String> {
+        self.accepted()
+            .iter()
+            .map(|p| sha256::hex(p.as_bytes()))
+            .collect()
+    }
+}
+
+/// The content of the passwords secret. `Debug` never shows a password.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Passwords {
+    pub admin: Credential,
+    pub sentinel: Credential,
+}
+
+impl std::fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shape = |c: &Credential| {
+            format!(
+                "current{}{}",
+                if c.next.is_some() { "+next" } else { "" },
+                if c.previous.is_some() { "+previous" } else { "" }
+            )
+        };
+        f.debug_struct("Passwords")
+            .field("admin", &shape(&self.admin))
+            .field("sentinel", &shape(&self.sentinel))
+            .finish()
+    }
+}
+
+/// Passwords end up in config lines (`masterauth`, `sentinel auth-pass`) and `AUTH`: printable
+/// ASCII without spaces, quotes or backslashes, at most 256 characters.
+pub fn check_password(p: &str) -> Result<(), &'static str> {
+    if p.is_empty() {
+        return Err("empty");
+    }
+    if p.len() > 256 {
+        return Err("longer than 256 characters");
+    }
+    if !p
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'\\'))
+    {
+        return Err("only printable ASCII without spaces, quotes or backslashes is allowed");
+    }
+    Ok(())
+}
+
+impl Passwords {
+    pub fn new(admin: impl Into<String>, sentinel: impl Into<String>) -> Passwords {
+        Passwords {
+            admin: Credential::new(admin),
+            sentinel: Credential::new(sentinel),
+        }
+    }
+
+    pub fn user(&self, u: User) -> &Credential {
+        match u {
+            User::Admin => &self.admin,
+            User::Sentinel => &self.sentinel,
+        }
+    }
+
+    pub fn user_mut(&mut self, u: User) -> &mut Credential {
+        match u {
+            User::Admin => &mut self.admin,
+            User::Sentinel => &mut self.sentinel,
+        }
+    }
+
+    /// Parse and validate the secret's content; unknown keys are ignored.
+    pub fn from_content(c: &BTreeMap<String, String>) -> Result<Passwords, PasswordError> {
+        let get = |key: String| -> Result<Option<String>, PasswordError> {
+            match c.get(&key).map(|v| v.trim()) {
+                None | Some("") => Ok(None),
+                Some(v) => check_password(v)
+                    .map(|_| Some(v.to_string()))
+                    .map_err(|reason| PasswordError::Invalid { key, reason }),
+            }
+        };
+        let mut out = Passwords::default();
+        for user in [User::Admin, User::Sentinel] {
+            let key = user.key();
+            let cred = out.user_mut(user);
+            cred.current = get(key.to_string())?.ok_or(PasswordError::Missing(key))?;
+            cred.next = get(format!("{key}-next"))?;
+            cred.previous = get(format!("{key}-previous"))?;
+        }
+        Ok(out)
+    }
+
+    pub fn to_content(&self) -> BTreeMap<String, String> {
+        let mut c = BTreeMap::new();
+        for user in [User::Admin, User::Sentinel] {
+            let key = user.key();
+            let cred = self.user(user);
+            c.insert(key.to_string(), cred.current.clone());
+            if let Some(n) = &cred.next {
+                c.insert(format!("{key}-next"), n.clone());
+            }
+            if let Some(p) = &cred.previous {
+                c.insert(format!("{key}-previous"), p.clone());
+            }
+        }
+        c
+    }
+}
+
+/// Passwords this hook wrote (secret-add/secret-set content is only visible after the hook
+/// commits, so later reads in the same hook use this copy).
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub uri: String,
+    pub passwords: Passwords,
+}
+
+fn hook_error_reason(e: &HookError) -> String {
+    match e {
+        HookError::NotFound { .. } => "not found".into(),
+        HookError::PermissionDenied { .. } => "permission denied".into(),
+        other => {
+            // Keep statuses short; the full error goes to the log.
+            tracing::warn!(error = %other, "secret-get failed");
+            "secret-get failed; see the unit log".into()
+        }
+    }
+}
+
+/// Read the passwords secret the peer data references into `peer` (the passwords in use, and
+/// the full content). Without a reference the Python charm's plain keys stay in use (until the
+/// leader migrates them). A reference that cannot be read leaves no password at all and a
+/// problem to report: never a default password.
+pub fn resolve(tools: &dyn HookTools, peer: &mut PeerAppData, written: Option<&Written>) {
+    let Some(uri) = peer.passwords_secret.clone() else {
+        return;
+    };
+    let read = match written.filter(|w| w.uri == uri) {
+        Some(w) => Ok(w.passwords.clone()),
+        None => {
+            let query = SecretQuery {
+                peek: true,
+                ..SecretQuery::by_id(uri.clone())
+            };
+            tools
+                .secret_get(&query)
+                .map_err(|e| PasswordError::Unreadable(hook_error_reason(&e)))
+                .and_then(|c| Passwords::from_content(&c))
+        }
+    };
+    match read {
+        Ok(p) => {
+            peer.redis_password = Some(p.admin.current.clone());
+            peer.sentinel_password = Some(p.sentinel.current.clone());
+            peer.passwords = Some(p);
+            peer.password_problem = None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "passwords unavailable");
+            peer.redis_password = None;
+            peer.sentinel_password = None;
+            peer.passwords = None;
+            peer.password_problem = Some(e.to_string());
+        }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Find the passwords secret by its label (a reference lost from the databag), or create it.
+/// With `from_plain` (migration) the found secret gets those values.
+fn add_or_adopt(
+    tools: &dyn HookTools,
+    fresh: &Passwords,
+    from_plain: bool,
+) -> Result<Written, HookError> {
+    match tools.secret_info_get(&SecretQuery::by_label(PASSWORDS_SECRET_LABEL)) {
+        Ok(info) => {
+            let uri = format!("secret:{}", info.id);
+            let passwords = if from_plain {
+                tools.secret_set(&uri, Some(&fresh.to_content()), &SecretOptions::default())?;
+                fresh.clone()
+            } else {
+                let query = SecretQuery {
+                    peek: true,
+                    ..SecretQuery::by_id(uri.clone())
+                };
+                match Passwords::from_content(&tools.secret_get(&query)?) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replacing unusable content of the found passwords secret");
+                        tools.secret_set(
+                            &uri,
+                            Some(&fresh.to_content()),
+                            &SecretOptions::default(),
+                        )?;
+                        fresh.clone()
+                    }
+                }
+            };
+            tracing::info!(%uri, "adopted the existing passwords secret");
+            Ok(Written { uri, passwords })
+        }
+        Err(e) if e.is_not_found() => {
+            let uri = tools.secret_add(
+                &fresh.to_content(),
+                &SecretOptions {
+                    label: Some(PASSWORDS_SECRET_LABEL.into()),
+                    description: Some("redis-k8s admin and sentinel passwords".into()),
+                    ..SecretOptions::default()
+                },
+            )?;
+            Ok(Written {
+                uri,
+                passwords: fresh.clone(),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Leader: keep the passwords in the secret (create it, or migrate the Python charm's plain
+/// keys into it), remove the plain and legacy keys, and move a running rotation on.
+/// `Waiting` when the referenced secret cannot be read.
+pub fn leader_step(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+) -> Result<Outcome, HandlerError> {
+    let topo = charm.topology(fw)?.clone();
+    let Some(rel) = topo.peer_relation else {
+        return Ok(Outcome::Waiting("Waiting for peer relation".into()));
+    };
+    let peer = &topo.peer;
+    let mut changes = BTreeMap::new();
+    match (&peer.passwords_secret, &peer.password_problem) {
+        (None, _) => {
+            let from_plain = peer.plain_passwords;
+            let admin = match &peer.redis_password {
+                Some(p) => p.clone(),
+                None => generate_password()?,
+            };
+            let sentinel = match &peer.sentinel_password {
+                Some(p) => p.clone(),
+                None => generate_password()?,
+            };
+            let fresh = Passwords::new(admin, sentinel);
+            let written = match add_or_adopt(fw.tools(), &fresh, from_plain) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create the passwords secret");
+                    return Ok(Outcome::Waiting(format!(
+                        "cannot create the passwords secret ({})",
+                        hook_error_reason(&e)
+                    )));
+                }
+            };
+            if from_plain {
+                tracing::info!(uri = %written.uri, "moved the plain peer-data passwords into a Juju secret");
+            }
+            changes.insert(KEY_PASSWORDS_SECRET.to_string(), written.uri.clone());
+            charm.written_passwords = Some(written);
+        }
+        (Some(_), Some(problem)) => return Ok(Outcome::Waiting(problem.clone())),
+        (Some(_), None) => {}
+    }
+    if peer.plain_passwords {
+        changes.insert(KEY_REDIS_PASSWORD.to_string(), String::new());
+        changes.insert(KEY_SENTINEL_PASSWORD.to_string(), String::new());
+    }
+    if peer.legacy_key_present {
+        if !peer.enable_password {
+            tracing::warn!(
+                "the Python charm's legacy no-auth mode (enable-password=false) is not carried \
+                 over: Redis requires the admin password again unless allow-no-auth is set"
+            );
+        }
+        changes.insert(KEY_ENABLE_PASSWORD.to_string(), String::new());
+    }
+    if fw.model().update_relation_data(rel, true, &changes)? {
+        charm.invalidate_topology();
+    }
+    advance_rotation(charm, fw, rel)?;
+    Ok(Outcome::Done)
+}
+
+/// The next rotation step once every unit acknowledged `rot`, or `None` (done already, or
+/// the grace period after the switch has not passed).
+pub fn next_step(
+    rot: &Rotation,
+    pw: &Passwords,
+    now: u64,
+    grace_secs: u64,
+) -> Option<(Rotation, Passwords)> {
+    let mut pw = pw.clone();
+    let cred = pw.user_mut(rot.user);
+    let phase = match rot.phase {
+        Phase::Add => {
+            let new = cred.next.take()?;
+            cred.previous = Some(std::mem::replace(&mut cred.current, new));
+            Phase::Switch
+        }
+        Phase::Switch => {
+            if now < rot.since.saturating_add(grace_secs) {
+                return None;
+            }
+            cred.previous = None;
+            Phase::Drop
+        }
+        Phase::Drop => Phase::Done,
+        Phase::Done => return None,
+    };
+    Some((
+        Rotation {
+            phase,
+            since: now,
+            ..*rot
+        },
+        pw,
+    ))
+}
+
+/// Start a rotation of `user` to `new` (phase add), or say why not.
+pub fn start(
+    current: Option<&Rotation>,
+    pw: &Passwords,
+    user: User,
+    new: &str,
+    now: u64,
+) -> Result<(Rotation, Passwords), String> {
+    if let Some(r) = current.filter(|r| r.active()) {
+        return Err(format!(
+            "a rotation of the {} password is in progress (phase {}); try again when it is done",
+            r.user.as_str(),
+            r.phase.as_str()
+        ));
+    }
+    check_password(new).map_err(|r| format!("the new password is unusable: {r}"))?;
+    let mut pw = pw.clone();
+    let cred = pw.user_mut(user);
+    if cred.current == new {
+        return Err(format!(
+            "the new {} password is the current one",
+            user.as_str()
+        ));
+    }
+    cred.next = Some(new.to_string());
+    cred.previous = None;
+    let rot = Rotation {
+        generation: current.map(|r| r.generation + 1).unwrap_or(1),
+        user,
+        phase: Phase::Add,
+        since: now,
+    };
+    Ok((rot, pw))
+}
+
+/// Write a new revision of the passwords secret and the rotation record (the changed peer
+/// key makes the other units re-read the secret).
+fn write_rotation(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+    rel: u32,
+    uri: &str,
+    rot: &Rotation,
+    pw: &Passwords,
+    old: &Passwords,
+) -> Result<(), HandlerError> {
+    if pw != old {
+        fw.tools()
+            .secret_set(uri, Some(&pw.to_content()), &SecretOptions::default())?;
+        charm.written_passwords = Some(Written {
+            uri: uri.to_string(),
+            passwords: pw.clone(),
+        });
+    }
+    let mut changes = BTreeMap::new();
+    changes.insert(KEY_ROTATION.to_string(), rot.to_json());
+    fw.model().update_relation_data(rel, true, &changes)?;
+    tracing::info!(
+        generation = rot.generation,
+        user = rot.user.as_str(),
+        phase = rot.phase.as_str(),
+        "password rotation"
+    );
+    charm.invalidate_topology();
+    Ok(())
+}
+
+/// Leader: when every unit acknowledged the current phase, go to the next one.
+fn advance_rotation(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+    rel: u32,
+) -> Result<(), HandlerError> {
+    let topo = charm.topology(fw)?.clone();
+    let (Some(rot), Some(pw), Some(uri)) = (
+        topo.peer.rotation.filter(Rotation::active),
+        topo.peer.passwords.clone(),
+        topo.peer.passwords_secret.clone(),
+    ) else {
+        return Ok(());
+    };
+    let want = rot.ack_value();
+    let mut units = fw.model().relation_units(rel)?;
+    units.push(fw.ctx.unit_name.clone());
+    let mut waiting = Vec::new();
+    for u in &units {
+        let bag = fw.model().relation_data(rel, u, false)?;
+        if bag.get(KEY_ROTATION_ACK) != Some(&want) {
+            waiting.push(u.clone());
+        }
+    }
+    if !waiting.is_empty() {
+        tracing::info!(phase = rot.phase.as_str(), ?waiting, "password rotation waits for units");
+        return Ok(());
+    }
+    let grace = charm
+        .config(fw)
+        .map(|c| c.password_rotation_grace)
+        .unwrap_or(300);
+    if let Some((next, next_pw)) = next_step(&rot, &pw, unix_now(), grace) {
+        write_rotation(charm, fw, rel, &uri, &next, &next_pw, &pw)?;
+    }
+    Ok(())
+}
+
+/// `set-password` on the leader: start the rotation, apply its first phase here, and go as
+/// far as this unit alone allows. Returns the rotation started.
+pub fn set_password(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+    user: User,
+    new: &str,
+) -> Result<Result<Rotation, String>, HandlerError> {
+    if let Outcome::Waiting(msg) = leader_step(charm, fw)? {
+        return Ok(Err(msg));
+    }
+    let topo = charm.topology(fw)?.clone();
+    let (Some(rel), Some(pw), Some(uri)) = (
+        topo.peer_relation,
+        topo.peer.passwords.clone(),
+        topo.peer.passwords_secret.clone(),
+    ) else {
+        return Ok(Err("the passwords are not available yet".into()));
+    };
+    let (rot, new_pw) = match start(topo.peer.rotation.as_ref(), &pw, user, new, unix_now()) {
+        Ok(r) => r,
+        Err(msg) => return Ok(Err(msg)),
+    };
+    write_rotation(charm, fw, rel, &uri, &rot, &new_pw, &pw)?;
+    // A single unit can go on to the switch at once.
+    apply_and_ack(charm, fw, true)?;
+    advance_rotation(charm, fw, rel)?;
+    apply_and_ack(charm, fw, false)?;
+    Ok(Ok(rot))
+}
+
+/// Bring this unit's running Redis and Sentinel to the passwords of the secret (ACL rules,
+/// `masterauth`, `sentinel-pass`, `auth-pass`), and acknowledge the rotation phase once they
+/// match. Runs when a rotation waits for this unit, or with `force` (config changes, a new
+/// leader); otherwise costs nothing.
+pub fn apply_and_ack(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+    force: bool,
+) -> Result<(), HandlerError> {
+    let topo = charm.topology(fw)?.clone();
+    let (Some(pw), Some(rel)) = (topo.peer.passwords.clone(), topo.peer_relation) else {
+        return Ok(());
+    };
+    let want = topo
+        .peer
+        .rotation
+        .filter(Rotation::active)
+        .map(|r| r.ack_value());
+    let own = fw
+        .model()
+        .relation_data(rel, &fw.ctx.unit_name, false)?
+        .get(KEY_ROTATION_ACK)
+        .cloned();
+    let owed = want.is_some() && own != want;
+    let force = force
+        || matches!(
+            fw.ctx.event,
+            Event::ConfigChanged | Event::UpgradeCharm | Event::LeaderElected
+        );
+    if !owed && !force {
+        return Ok(());
+    }
+    let no_auth = charm.config(fw).map(|c| c.allow_no_auth).unwrap_or(false);
+    let host = own_address(&topo);
+    let redis = apply_redis(&*fw.container(REDIS_CONTAINER), &host, &pw, no_auth);
+    let sentinel = apply_sentinel(
+        &*fw.container(SENTINEL_CONTAINER),
+        &host,
+        &fw.ctx.app_name,
+        &pw,
+    );
+    match (&redis, &sentinel) {
+        (Ok(()), Ok(())) => {
+            if let (true, Some(want)) = (owed, want) {
+                let mut changes = BTreeMap::new();
+                changes.insert(KEY_ROTATION_ACK.to_string(), want.clone());
+                fw.model().update_relation_data(rel, false, &changes)?;
+                tracing::info!(ack = %want, "applied password rotation phase");
+            }
+        }
+        _ => {
+            tracing::info!(
+                redis = ?redis.err(),
+                sentinel = ?sentinel.err(),
+                "passwords not applied yet"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Why a workload does not match the passwords yet.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0} is not running and its config file does not carry the passwords")]
+    NotRunning(&'static str),
+    #[error("Pebble: {0}")]
+    Pebble(String),
+    #[error(transparent)]
+    Redis(#[from] RedisCallError),
+}
+
+fn running(pebble: &dyn Pebble, service: &str) -> Result<bool, ApplyError> {
+    pebble
+        .services(&[service])
+        .map(|s| s.iter().any(|i| i.is_running()))
+        .map_err(|e| ApplyError::Pebble(e.to_string()))
+}
+
+/// Does the config file carry every accepted password's hash? (For a service that is not
+/// running: it will start with that file.)
+fn file_has(pebble: &dyn Pebble, path: &str, needles: &[String]) -> bool {
+    pebble
+        .pull(path)
+        .map(|b| {
+            let text = String::from_utf8_lossy(&b);
+            needles.iter().all(|n| text.contains(n.as_str()))
+        })
+        .unwrap_or(false)
+}
+
+/// Connect with the first accepted password that works (the one in use first).
+fn connect_any(host: &str, port: u16, cred: &Credential) -> Result<RedisConn, RedisCallError> {
+    let mut last = None;
+    for pw in cred.accepted() {
+        match RedisConn::connect(host, port, Some(pw)) {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| RedisCallError::Unreachable {
+        host: host.into(),
+        port,
+        message: "no password to try".into(),
+    }))
+}
+
+/// `ACL GETUSER default`: its password hashes and whether it has `nopass`.
+fn default_user(conn: &mut RedisConn) -> Result<(BTreeSet<String>, bool), RedisCallError> {
+    let reply = conn.command(&["ACL", "GETUSER", "default"])?;
+    let pairs: Vec<(String, redis::Value)> = match reply {
+        redis::Value::Array(items) => items
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (value_to_string(&c[0]), c[1].clone()))
+            .collect(),
+        redis::Value::Map(pairs) => pairs
+            .into_iter()
+            .map(|(k, v)| (value_to_string(&k), v))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let list = |v: &redis::Value| -> Vec<String> {
+        match v {
+            redis::Value::Array(items) | redis::Value::Set(items) => {
+                items.iter().map(value_to_string).collect()
+            }
+            _ => Vec::new(),
+        }
+    };
+    let mut hashes = BTreeSet::new();
+    let mut nopass = false;
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "passwords" => hashes.extend(list(v)),
+            "flags" => nopass = list(v).iter().any(|f| f == "nopass"),
+            _ => {}
+        }
+    }
+    Ok((hashes, nopass))
+}
+
+/// Set the `default` user's passwords to exactly `hashes` (or `nopass`) when they differ.
+/// Returns whether it changed anything.
+fn set_default_user(
+    conn: &mut RedisConn,
+    hashes: &[String],
+    no_auth: bool,
+) -> Result<bool, RedisCallError> {
+    let (have, nopass) = default_user(conn)?;
+    let want: BTreeSet<String> = hashes.iter().cloned().collect();
+    if no_auth {
+        if nopass {
+            return Ok(false);
+        }
+        conn.command(&["ACL", "SETUSER", "default", "on", "nopass"])?;
+        return Ok(true);
+    }
+    if !nopass && have == want {
+        return Ok(false);
+    }
+    let rules: Vec<String> = hashes.iter().map(|h| format!("#{h}")).collect();
+    let mut words = vec!["ACL", "SETUSER", "default", "on", "resetpass"];
+    words.extend(rules.iter().map(String::as_str));
+    conn.command(&words)?;
+    Ok(true)
+}
+
+/// Redis: the `default` user accepts exactly the secret's admin passwords (or anyone with
+/// `allow-no-auth`), and `masterauth` is the one in use.
+pub fn apply_redis(
+    pebble: &dyn Pebble,
+    host: &str,
+    pw: &Passwords,
+    no_auth: bool,
+) -> Result<(), ApplyError> {
+    let hashes = pw.admin.hashes();
+    if !running(pebble, REDIS_SERVICE)? {
+        let needles: Vec<String> = if no_auth {
+            vec!["nopass".into()]
+        } else {
+            hashes.iter().map(|h| format!("#{h}")).collect()
+        };
+        return if file_has(pebble, REDIS_CONFIG_PATH, &needles) {
+            Ok(())
+        } else {
+            Err(ApplyError::NotRunning("redis"))
+        };
+    }
+    let mut conn = connect_any(host, REDIS_PORT, &pw.admin)?;
+    if set_default_user(&mut conn, &hashes, no_auth)? {
+        tracing::info!(passwords = hashes.len(), no_auth, "updated Redis's default user");
+    }
+    let current = value_to_map(&conn.command(&["CONFIG", "GET", "masterauth"])?);
+    if current.get("masterauth") != Some(&pw.admin.current) {
+        conn.command(&["CONFIG", "SET", "masterauth", &pw.admin.current])?;
+        tracing::info!("updated Redis's masterauth");
+    }
+    Ok(())
+}
+
+/// Sentinel: its `default` user accepts exactly the secret's sentinel passwords;
+/// `sentinel-pass` (to the other sentinels) and `auth-pass` (to Redis) are the ones in use.
+/// Sentinel persists each change in its own config file.
+pub fn apply_sentinel(
+    pebble: &dyn Pebble,
+    host: &str,
+    app: &str,
+    pw: &Passwords,
+) -> Result<(), ApplyError> {
+    let hashes = pw.sentinel.hashes();
+    if !running(pebble, SENTINEL_SERVICE)? {
+        let needles: Vec<String> = hashes.iter().map(|h| format!("#{h}")).collect();
+        return if file_has(pebble, SENTINEL_CONFIG_PATH, &needles) {
+            Ok(())
+        } else {
+            Err(ApplyError::NotRunning("sentinel"))
+        };
+    }
+    let mut conn = connect_any(host, SENTINEL_PORT, &pw.sentinel)?;
+    if set_default_user(&mut conn, &hashes, false)? {
+        conn.command(&["SENTINEL", "FLUSHCONFIG"])?;
+        tracing::info!(passwords = hashes.len(), "updated Sentinel's default user");
+    }
+    let cfg = value_to_map(&conn.command(&["SENTINEL", "CONFIG", "GET", "sentinel-pass"])?);
+    if cfg.get("sentinel-pass") != Some(&pw.sentinel.current) {
+        conn.command(&[
+            "SENTINEL",
+            "CONFIG",
+            "SET",
+            "sentinel-pass",
+            &pw.sentinel.current,
+        ])?;
+        tracing::info!("updated Sentinel's sentinel-pass");
+    }
+    // Sentinel does not report auth-pass; its own config file (which it rewrites) does.
+    let line = format!("sentinel auth-pass {app} {}", pw.admin.current);
+    let has_line = pebble
+        .pull(SENTINEL_CONFIG_PATH)
+        .map(|b| String::from_utf8_lossy(&b).lines().any(|l| l.trim() == line))
+        .unwrap_or(false);
+    if !has_line {
+        conn.command(&["SENTINEL", "SET", app, "auth-pass", &pw.admin.current])?;
+        tracing::info!("updated Sentinel's auth-pass");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pw() -> Passwords {
+        Passwords::new("admin-old", "sentinel-old")
+    }
+
+    #[test]
+    fn content_round_trips_and_debug_hides_passwords() {
+        let mut p = pw();
+        p.admin.next = Some("admin-new".into());
+        let c = p.to_content();
+        assert_eq!(c["redis-password"], "admin-old");
+        assert_eq!(c["redis-password-next"], "admin-new");
+        assert!(!c.contains_key("redis-password-previous"));
+        assert_eq!(Passwords::from_content(&c).unwrap(), p);
+        let dbg = format!("{p:?}");
+        assert!(!dbg.contains("admin-") && !dbg.contains("sentinel-old"), "{dbg}");
+    }
+
+    #[test]
+    fn junk_content_is_an_error_not_a_default() {
+        let mut c = BTreeMap::new();
+        assert_eq!(
+            Passwords::from_content(&c),
+            Err(PasswordError::Missing("redis-password"))
+        );
+        c.insert("redis-password".into(), "ok".into());
+        c.insert("sentinel-password".into(), "has space".into());
+        assert!(matches!(
+            Passwords::from_content(&c),
+            Err(PasswordError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn a_rotation_goes_add_switch_drop_done_with_the_grace_period() {
+        let (rot, p) = start(None, &pw(), User::Admin, "admin-new", 100).unwrap();
+        assert_eq!((rot.generation, rot.phase), (1, Phase::Add));
+        assert_eq!(p.admin.accepted(), vec!["admin-old", "admin-new"]);
+        assert_eq!(p.admin.current, "admin-old", "nothing uses the new one yet");
+
+        let (rot, p) = next_step(&rot, &p, 110, 300).unwrap();
+        assert_eq!(rot.phase, Phase::Switch);
+        assert_eq!(p.admin.current, "admin-new");
+        assert_eq!(p.admin.accepted(), vec!["admin-new", "admin-old"]);
+        assert!(p.sentinel == pw().sentinel, "the other user is untouched");
+
+        assert_eq!(next_step(&rot, &p, 409, 300), None, "grace not over");
+        let (rot, p) = next_step(&rot, &p, 410, 300).unwrap();
+        assert_eq!(rot.phase, Phase::Drop);
+        assert_eq!(p.admin.accepted(), vec!["admin-new"]);
+        let (rot, p2) = next_step(&rot, &p, 411, 300).unwrap();
+        assert_eq!(rot.phase, Phase::Done);
+        assert_eq!(p2, p);
+        assert_eq!(next_step(&rot, &pw(), 500, 0), None);
+
+        // The next rotation gets the next generation.
+        let (rot2, _) = start(Some(&rot), &pw(), User::Sentinel, "s-new", 600).unwrap();
+        assert_eq!((rot2.generation, rot2.user), (2, User::Sentinel));
+    }
+
+    #[test]
+    fn a_second_rotation_or_a_bad_password_is_refused() {
+        let (rot, p) = start(None, &pw(), User::Admin, "admin-new", 1).unwrap();
+        assert!(start(Some(&rot), &p, User::Sentinel, "x-new", 2)
+            .unwrap_err()
+            .contains("in progress"));
+        assert!(start(None, &pw(), User::Admin, "admin-old", 2).is_err());
+        assert!(start(None, &pw(), User::Admin, "with space", 2).is_err());
+        assert!(start(None, &pw(), User::Admin, "", 2).is_err());
+    }
+
+    #[test]
+    fn hashes_are_redis_acl_hashes() {
+        assert_eq!(
+            Credential::new("oldpw").hashes(),
+            vec!["95bdf37e29ffb5511aa878b04661bee69a1bcf59a5284f38fa120294b17f3cdc"]
+        );
+    }
+
+    #[test]
+    fn rotation_record_parses_and_junk_is_ignored() {
+        let r = Rotation {
+            generation: 3,
+            user: User::Sentinel,
+            phase: Phase::Switch,
+            since: 42,
+        };
+        assert_eq!(Rotation::from_json(&r.to_json()), Some(r));
+        assert_eq!(r.ack_value(), "3:switch");
+        assert_eq!(Rotation::from_json("{junk"), None);
+    }
+}
