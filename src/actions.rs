@@ -57,9 +57,8 @@ pub fn set_password(
         Some(serde_json::Value::String(u)) => match User::parse(u) {
             Some(u) => u,
             None => {
-                fw.tools().action_fail(&format!(
-                    "unknown username {u:?}: use admin or sentinel"
-                ))?;
+                fw.tools()
+                    .action_fail(&format!("unknown username {u:?}: use admin or sentinel"))?;
                 return Ok(());
             }
         },

@@ -13,9 +13,7 @@ use crate::charm::{own_address, RedisK8sCharm, Topology};
 use crate::literals::*;
 use crate::ops::framework::{EventHandle, Framework, HandlerError, HandlerResult};
 use crate::ops::hookcmds::{HookError, SecretOptions, SecretQuery};
-use crate::passwords::{
-    CLIENT_SECRET_LABEL, CLIENT_USERNAME, KEY_CLIENT_SECRET, KEY_SECRET_USER,
-};
+use crate::passwords::{CLIENT_SECRET_LABEL, CLIENT_USERNAME, KEY_CLIENT_SECRET, KEY_SECRET_USER};
 
 /// Write our data into every `redis` relation (only keys that changed are sent).
 pub fn publish(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<(), HandlerError> {

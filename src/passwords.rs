@@ -225,7 +225,11 @@ impl std::fmt::Debug for Passwords {
             format!(
                 "current{}{}",
                 if c.next.is_some() { "+next" } else { "" },
-                if c.previous.is_some() { "+previous" } else { "" }
+                if c.previous.is_some() {
+                    "+previous"
+                } else {
+                    ""
+                }
             )
         };
         f.debug_struct("Passwords")
@@ -622,7 +626,11 @@ fn advance_rotation(
         }
     }
     if !waiting.is_empty() {
-        tracing::info!(phase = rot.phase.as_str(), ?waiting, "password rotation waits for units");
+        tracing::info!(
+            phase = rot.phase.as_str(),
+            ?waiting,
+            "password rotation waits for units"
+        );
         return Ok(());
     }
     let grace = charm
@@ -856,13 +864,24 @@ pub fn apply_redis(
         };
     }
     let mut conn = connect_any(host, REDIS_PORT, &pw.admin)?;
-    if set_default_user(&mut conn, &hashes, no_auth)? {
-        tracing::info!(passwords = hashes.len(), no_auth, "updated Redis's default user");
+    let mut changed = set_default_user(&mut conn, &hashes, no_auth)?;
+    if changed {
+        tracing::info!(
+            passwords = hashes.len(),
+            no_auth,
+            "updated Redis's default user"
+        );
     }
     let current = value_to_map(&conn.command(&["CONFIG", "GET", "masterauth"])?);
     if current.get("masterauth") != Some(&pw.admin.current) {
         conn.command(&["CONFIG", "SET", "masterauth", &pw.admin.current])?;
         tracing::info!("updated Redis's masterauth");
+        changed = true;
+    }
+    if changed {
+        // A restart before the charm next renders redis.conf (a container restart in the
+        // middle of a rotation) keeps what was applied: Redis writes it to its config file.
+        conn.command(&["CONFIG", "REWRITE"])?;
     }
     Ok(())
 }
@@ -905,7 +924,11 @@ pub fn apply_sentinel(
     let line = format!("sentinel auth-pass {app} {}", pw.admin.current);
     let has_line = pebble
         .pull(SENTINEL_CONFIG_PATH)
-        .map(|b| String::from_utf8_lossy(&b).lines().any(|l| l.trim() == line))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .lines()
+                .any(|l| l.trim() == line)
+        })
         .unwrap_or(false);
     if !has_line {
         conn.command(&["SENTINEL", "SET", app, "auth-pass", &pw.admin.current])?;
@@ -932,7 +955,10 @@ mod tests {
         assert!(!c.contains_key("redis-password-previous"));
         assert_eq!(Passwords::from_content(&c).unwrap(), p);
         let dbg = format!("{p:?}");
-        assert!(!dbg.contains("admin-") && !dbg.contains("sentinel-old"), "{dbg}");
+        assert!(
+            !dbg.contains("admin-") && !dbg.contains("sentinel-old"),
+            "{dbg}"
+        );
     }
 
     #[test]

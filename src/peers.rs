@@ -88,7 +88,8 @@ impl PeerAppData {
         });
         let redis_password = non_empty(bag, KEY_REDIS_PASSWORD);
         let sentinel_password = non_empty(bag, KEY_SENTINEL_PASSWORD);
-        let secret_ref = |key: &str| non_empty(bag, key).filter(|v| !v.contains(char::is_whitespace));
+        let secret_ref =
+            |key: &str| non_empty(bag, key).filter(|v| !v.contains(char::is_whitespace));
         PeerAppData {
             plain_passwords: redis_password.is_some() || sentinel_password.is_some(),
             redis_password,

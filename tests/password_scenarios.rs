@@ -1,0 +1,534 @@
+//! Scenario tests of the passwords: the Juju secret, the migration from the Python charm's
+//! plain peer keys, an unreadable secret, the `set-password` rotation phase by phase, the
+//! client credentials secret, and the no-auth option. State in, event, state out on the
+//! in-memory hook tools and Pebble (no real Redis: the units' acknowledgements of a phase are
+//! written into their databags by the test; the real-process path is tests/e2e_passwords.rs).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use redis_k8s::charm::RedisK8sCharm;
+use redis_k8s::ops::hookcmds::{StatusName, StatusValue};
+use redis_k8s::ops::testing::harness::Scenario;
+use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
+use redis_k8s::ops::testing::world::{ActionInvocation, CharmMeta, HookInfo, World};
+use redis_k8s::passwords::sha256::hex;
+
+const APP: &str = "redis-k8s";
+const U0: &str = "redis-k8s/0";
+const U1: &str = "redis-k8s/1";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn world(n: usize) -> Arc<Mutex<World>> {
+    let mut w = World::new("scn");
+    w.add_app(APP, CharmMeta::load(repo()).expect("charm metadata"))
+        .unwrap();
+    for _ in 0..n {
+        w.add_unit(APP).unwrap();
+    }
+    w.set_leader(U0);
+    Arc::new(Mutex::new(w))
+}
+
+fn peer_id(w: &Arc<Mutex<World>>) -> u32 {
+    w.lock()
+        .unwrap()
+        .peer_relation_id(APP, "redis-peers")
+        .unwrap()
+}
+
+fn bag(w: &Arc<Mutex<World>>, owner: &str) -> BTreeMap<String, String> {
+    let id = peer_id(w);
+    w.lock().unwrap().relation_data(id, owner)
+}
+
+fn set_bag(w: &Arc<Mutex<World>>, owner: &str, pairs: &[(&str, &str)]) {
+    let id = peer_id(w);
+    let mut wl = w.lock().unwrap();
+    let mut data = wl.relation_data(id, owner);
+    for (k, v) in pairs {
+        data.insert(k.to_string(), v.to_string());
+    }
+    wl.set_relation_data(id, owner, data);
+}
+
+fn secret(w: &Arc<Mutex<World>>) -> BTreeMap<String, String> {
+    let uri = bag(w, APP)
+        .get("passwords-secret")
+        .cloned()
+        .expect("passwords-secret in the peer app data");
+    w.lock().unwrap().secret_content(&uri).expect("the secret")
+}
+
+fn rotation(w: &Arc<Mutex<World>>) -> serde_json::Value {
+    serde_json::from_str(&bag(w, APP)["password-rotation"]).unwrap()
+}
+
+fn conf(pebble: &MemoryPebbleProvider, container: &str, path: &str) -> String {
+    pebble
+        .get(container)
+        .file(path)
+        .unwrap_or_else(|| panic!("{path} pushed"))
+        .text()
+}
+
+fn redis_conf(pebble: &MemoryPebbleProvider) -> String {
+    conf(pebble, "redis", "/etc/redis-server/redis.conf")
+}
+
+fn acl_line(passwords: &[&str]) -> String {
+    let hashes: Vec<String> = passwords
+        .iter()
+        .map(|p| format!(" #{}", hex(p.as_bytes())))
+        .collect();
+    format!("user default on{} ~* &* +@all\n", hashes.concat())
+}
+
+fn action(name: &str, params: &[(&str, &str)]) -> HookInfo {
+    HookInfo {
+        action: Some(ActionInvocation {
+            name: name.into(),
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+                .collect(),
+        }),
+        ..HookInfo::default()
+    }
+}
+
+fn peer_changed(w: &Arc<Mutex<World>>, remote: &str) -> HookInfo {
+    HookInfo {
+        hook_name: "redis-peers-relation-changed".into(),
+        relation_id: Some(peer_id(w)),
+        remote_unit: Some(remote.into()),
+        remote_app: Some(APP.into()),
+        ..HookInfo::default()
+    }
+}
+
+fn status(w: &Arc<Mutex<World>>, unit: &str) -> StatusValue {
+    w.lock().unwrap().unit_status(unit)
+}
+
+/// A peer app databag as the Python charm leaves it.
+fn python_bag(w: &Arc<Mutex<World>>, legacy_no_auth: bool) {
+    let mut pairs = vec![
+        ("redis-password", "py-admin-pass"),
+        ("sentinel-password", "py-sentinel-pass"),
+        (
+            "leader-host",
+            "redis-k8s-0.redis-k8s-endpoints.scn.svc.cluster.local",
+        ),
+    ];
+    if legacy_no_auth {
+        pairs.push(("enable-password", "false"));
+    }
+    set_bag(w, APP, &pairs);
+}
+
+#[test]
+fn a_python_deployment_is_migrated_into_a_secret_keeping_its_passwords() {
+    let w = world(2);
+    python_bag(&w, false);
+    // Before the leader migrates, a follower keeps using the plain keys.
+    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    let r = s1
+        .run::<RedisK8sCharm>("hooks/upgrade-charm", HookInfo::default())
+        .unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert!(redis_conf(&pebble1).contains(&acl_line(&["py-admin-pass"])));
+    assert!(
+        bag(&w, APP).contains_key("redis-password"),
+        "a follower does not touch the app bag"
+    );
+
+    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let r = s0
+        .run::<RedisK8sCharm>("hooks/upgrade-charm", HookInfo::default())
+        .unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let app = bag(&w, APP);
+    assert!(
+        !app.contains_key("redis-password") && !app.contains_key("sentinel-password"),
+        "plain keys deleted: {app:?}"
+    );
+    let content = secret(&w);
+    assert_eq!(content["redis-password"], "py-admin-pass");
+    assert_eq!(content["sentinel-password"], "py-sentinel-pass");
+    // The rendered files require the old passwords (as hashes), nowhere in plain text
+    // except masterauth / sentinel-pass / auth-pass in the 0600 files.
+    let rc = redis_conf(&pebble0);
+    assert!(rc.contains(&acl_line(&["py-admin-pass"])), "{rc}");
+    assert!(rc.contains("masterauth py-admin-pass\n"));
+    assert!(!rc.contains("requirepass"));
+    let sc = conf(&pebble0, "sentinel", "/etc/redis-server/sentinel.conf");
+    assert!(sc.contains(&acl_line(&["py-sentinel-pass"])), "{sc}");
+    assert!(sc.contains("sentinel auth-pass redis-k8s py-admin-pass\n"));
+    for c in ["redis", "sentinel"] {
+        assert!(!pebble0.get(c).plan().to_yaml().contains("py-"));
+    }
+
+    // The follower now reads the secret (same passwords) after the peer change.
+    let r = s1
+        .run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U0))
+        .unwrap();
+    assert!(r.error.is_none());
+    assert!(r.session.calls().iter().any(|c| c == "secret-get"));
+    assert!(redis_conf(&pebble1).contains(&acl_line(&["py-admin-pass"])));
+    // The get-* actions still return the Python charm's passwords.
+    let r = s1
+        .run::<RedisK8sCharm>(
+            "actions/get-initial-admin-password",
+            action("get-initial-admin-password", &[]),
+        )
+        .unwrap();
+    assert_eq!(
+        r.session.action_results()["redis-password"],
+        "py-admin-pass"
+    );
+}
+
+#[test]
+fn the_legacy_no_auth_key_is_dropped_and_auth_follows_the_config_option() {
+    let w = world(1);
+    python_bag(&w, true);
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    s.run::<RedisK8sCharm>("hooks/upgrade-charm", HookInfo::default())
+        .unwrap();
+    assert!(!bag(&w, APP).contains_key("enable-password"));
+    assert!(redis_conf(&pebble).contains(&acl_line(&["py-admin-pass"])));
+
+    // allow-no-auth=true: any password (or none) is accepted; back to false: auth again.
+    w.lock()
+        .unwrap()
+        .set_config(
+            APP,
+            BTreeMap::from([("allow-no-auth".to_string(), serde_json::Value::Bool(true))]),
+        )
+        .unwrap();
+    s.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
+        .unwrap();
+    let rc = redis_conf(&pebble);
+    assert!(rc.contains("user default on nopass ~* &* +@all\n"), "{rc}");
+    assert!(!rc.contains(&hex(b"py-admin-pass")));
+    w.lock()
+        .unwrap()
+        .set_config(
+            APP,
+            BTreeMap::from([("allow-no-auth".to_string(), serde_json::Value::Bool(false))]),
+        )
+        .unwrap();
+    s.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
+        .unwrap();
+    let rc = redis_conf(&pebble);
+    assert!(rc.contains(&acl_line(&["py-admin-pass"])), "{rc}");
+    assert!(!rc.contains("nopass"));
+}
+
+#[test]
+fn an_unreadable_secret_waits_names_the_problem_and_never_falls_back() {
+    let w = world(2);
+    // The reference points at a secret that does not exist (or was removed).
+    set_bag(
+        &w,
+        APP,
+        &[
+            ("passwords-secret", "secret:d0000000000000000000"),
+            // A stale plain key must not be used instead.
+            ("redis-password", "stale-plain"),
+            (
+                "leader-host",
+                "redis-k8s-0.redis-k8s-endpoints.scn.svc.cluster.local",
+            ),
+        ],
+    );
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble);
+    let r = s1
+        .run::<RedisK8sCharm>("hooks/redis-pebble-ready", HookInfo::default())
+        .unwrap();
+    assert!(r.error.is_none(), "no crash: {:?}", r.error);
+    let st = status(&w, U1);
+    assert_eq!(st.status, StatusName::Waiting);
+    assert!(
+        st.message.contains("passwords secret") && st.message.contains("not found"),
+        "{st:?}"
+    );
+    assert_eq!(s1.state.stored.notices.len(), 1, "the event is deferred");
+    assert!(pebble
+        .get("redis")
+        .file("/etc/redis-server/redis.conf")
+        .is_none());
+
+    // The leader does not invent new passwords either.
+    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let r = s0
+        .run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
+    assert!(r.error.is_none());
+    assert_eq!(status(&w, U0).status, StatusName::Waiting);
+    assert_eq!(
+        bag(&w, APP)["passwords-secret"],
+        "secret:d0000000000000000000"
+    );
+    assert!(w.lock().unwrap().secret_ids(Some(APP)).is_empty());
+    // The get-* actions fail with the problem instead of printing something wrong.
+    let r = s0
+        .run::<RedisK8sCharm>(
+            "actions/get-initial-admin-password",
+            action("get-initial-admin-password", &[]),
+        )
+        .unwrap();
+    assert!(r.session.action_results().is_empty());
+    assert!(r
+        .session
+        .action_failure()
+        .unwrap_or_default()
+        .contains("not found"));
+
+    // Junk content: same, naming the key.
+    let uri = w.lock().unwrap().add_secret(
+        APP,
+        BTreeMap::from([("redis-password".to_string(), "ok".to_string())]),
+        Some("redis-passwords"),
+    );
+    set_bag(&w, APP, &[("passwords-secret", &uri)]);
+    s1.run::<RedisK8sCharm>("hooks/update-status", HookInfo::default())
+        .unwrap();
+    s1.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
+        .unwrap();
+    let st = status(&w, U1);
+    assert!(st.message.contains("sentinel-password"), "{st:?}");
+}
+
+#[test]
+fn set_password_needs_the_leader_and_a_usable_password_and_outputs_no_password() {
+    let w = world(2);
+    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    s0.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
+    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    let r = s1
+        .run::<RedisK8sCharm>("actions/set-password", action("set-password", &[]))
+        .unwrap();
+    assert!(r.session.action_failure().unwrap().contains("leader"));
+
+    for (params, why) in [
+        (vec![("password", "has space")], "unusable"),
+        (
+            vec![("username", "root"), ("password", "x")],
+            "unknown username",
+        ),
+    ] {
+        let r = s0
+            .run::<RedisK8sCharm>("actions/set-password", action("set-password", &params))
+            .unwrap();
+        let failure = r.session.action_failure().unwrap_or_default();
+        assert!(failure.contains(why), "{failure}");
+    }
+    assert!(!bag(&w, APP).contains_key("password-rotation"));
+
+    let before = secret(&w);
+    let r = s0
+        .run::<RedisK8sCharm>(
+            "actions/set-password",
+            action("set-password", &[("username", "sentinel")]),
+        )
+        .unwrap();
+    assert!(r.error.is_none() && r.session.action_failure().is_none());
+    let after = secret(&w);
+    let new = after["sentinel-password-next"].clone();
+    assert_eq!(new.len(), 32, "generated");
+    assert_eq!(after["sentinel-password"], before["sentinel-password"]);
+    let results = r.session.action_results();
+    assert_eq!(results["username"], "sentinel");
+    assert!(results
+        .values()
+        .all(|v| !v.contains(&new) && !v.contains(&before["sentinel-password"])));
+    // A second rotation is refused while this one runs.
+    let r = s0
+        .run::<RedisK8sCharm>("actions/set-password", action("set-password", &[]))
+        .unwrap();
+    assert!(r.session.action_failure().unwrap().contains("in progress"));
+}
+
+/// The admin rotation, phase by phase, on two units with a client related.
+#[test]
+fn admin_rotation_adds_switches_then_drops_after_the_grace_period() {
+    let w = world(2);
+    w.lock()
+        .unwrap()
+        .set_config(
+            APP,
+            BTreeMap::from([(
+                "password-rotation-grace".to_string(),
+                serde_json::Value::from(0),
+            )]),
+        )
+        .unwrap();
+    let client_meta = CharmMeta::from_yaml(
+        "name: client\nrequires:\n  cache:\n    interface: redis\n",
+        "",
+        "",
+    )
+    .unwrap();
+    let client_rel = {
+        let mut wl = w.lock().unwrap();
+        wl.add_app("client", client_meta).unwrap();
+        wl.add_unit("client").unwrap();
+        wl.add_relation((APP, "redis"), ("client", "cache"))
+            .unwrap()
+    };
+    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    s0.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
+    s0.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
+        .unwrap();
+    s1.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
+        .unwrap();
+    let old = secret(&w)["redis-password"].clone();
+
+    // The client relation gets the credentials secret, granted to it.
+    let client_secret = w.lock().unwrap().relation_data(client_rel, APP)["secret-user"].clone();
+    let client_content = || w.lock().unwrap().secret_content(&client_secret).unwrap();
+    assert_eq!(client_content()["username"], "default");
+    assert_eq!(client_content()["password"], old);
+    assert!(!w
+        .lock()
+        .unwrap()
+        .relation_data(client_rel, APP)
+        .values()
+        .any(|v| v == &old));
+
+    // (a) add: the secret has the new password as "next"; nothing uses it yet.
+    let r = s0
+        .run::<RedisK8sCharm>(
+            "actions/set-password",
+            action("set-password", &[("password", "brand-new-admin-pw")]),
+        )
+        .unwrap();
+    assert!(
+        r.session.action_failure().is_none(),
+        "{:?}",
+        r.session.action_failure()
+    );
+    let c = secret(&w);
+    assert_eq!(c["redis-password"], old);
+    assert_eq!(c["redis-password-next"], "brand-new-admin-pw");
+    assert_eq!(rotation(&w)["phase"], "add");
+    assert_eq!(rotation(&w)["generation"], 1);
+    // A follower renders both passwords (a restart keeps accepting both) and still uses the
+    // old one for replication.
+    s1.run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U0))
+        .unwrap();
+    let rc = redis_conf(&pebble1);
+    assert!(
+        rc.contains(&acl_line(&[&old, "brand-new-admin-pw"])),
+        "{rc}"
+    );
+    assert!(rc.contains(&format!("masterauth {old}\n")));
+    assert_eq!(
+        client_content()["password"],
+        old,
+        "clients keep the old one"
+    );
+
+    // Only one unit acknowledged: the leader waits.
+    set_bag(&w, U0, &[("password-rotation-ack", "1:add")]);
+    s0.run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U1))
+        .unwrap();
+    assert_eq!(rotation(&w)["phase"], "add");
+
+    // (b) switch: all acked; the new password is in use, the old still accepted.
+    set_bag(&w, U1, &[("password-rotation-ack", "1:add")]);
+    s0.run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U1))
+        .unwrap();
+    assert_eq!(rotation(&w)["phase"], "switch");
+    let c = secret(&w);
+    assert_eq!(c["redis-password"], "brand-new-admin-pw");
+    assert_eq!(c["redis-password-previous"], old);
+    assert!(!c.contains_key("redis-password-next"));
+    let rc = redis_conf(&pebble0);
+    assert!(
+        rc.contains(&acl_line(&["brand-new-admin-pw", &old])),
+        "{rc}"
+    );
+    assert!(rc.contains("masterauth brand-new-admin-pw\n"));
+    assert_eq!(client_content()["password"], "brand-new-admin-pw");
+    let r = s0
+        .run::<RedisK8sCharm>(
+            "actions/get-initial-admin-password",
+            action("get-initial-admin-password", &[]),
+        )
+        .unwrap();
+    assert_eq!(
+        r.session.action_results()["redis-password"],
+        "brand-new-admin-pw"
+    );
+    s1.run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U0))
+        .unwrap();
+    assert!(redis_conf(&pebble1).contains("masterauth brand-new-admin-pw\n"));
+
+    // (c) drop once all acked the switch and the grace (0 here) passed: only the new one.
+    set_bag(&w, U0, &[("password-rotation-ack", "1:switch")]);
+    set_bag(&w, U1, &[("password-rotation-ack", "1:switch")]);
+    s0.run::<RedisK8sCharm>("hooks/update-status", HookInfo::default())
+        .unwrap();
+    assert_eq!(rotation(&w)["phase"], "drop");
+    let c = secret(&w);
+    assert!(!c.contains_key("redis-password-previous"), "{:?}", c.keys());
+    s0.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
+        .unwrap();
+    let rc = redis_conf(&pebble0);
+    assert!(rc.contains(&acl_line(&["brand-new-admin-pw"])), "{rc}");
+    assert!(!rc.contains(&hex(old.as_bytes())));
+    set_bag(&w, U0, &[("password-rotation-ack", "1:drop")]);
+    set_bag(&w, U1, &[("password-rotation-ack", "1:drop")]);
+    s0.run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U1))
+        .unwrap();
+    assert_eq!(rotation(&w)["phase"], "done");
+    // No password anywhere in the peer or client databags.
+    for owner in [APP, U0, U1] {
+        assert!(!bag(&w, owner)
+            .values()
+            .any(|v| v.contains("brand-new-admin-pw")));
+    }
+}
+
+#[test]
+fn the_grace_period_holds_the_drop_back() {
+    let w = world(1);
+    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    s0.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
+    s0.run::<RedisK8sCharm>(
+        "actions/set-password",
+        action("set-password", &[("password", "another-admin-pw")]),
+    )
+    .unwrap();
+    set_bag(&w, U0, &[("password-rotation-ack", "1:add")]);
+    s0.run::<RedisK8sCharm>("hooks/update-status", HookInfo::default())
+        .unwrap();
+    assert_eq!(rotation(&w)["phase"], "switch");
+    set_bag(&w, U0, &[("password-rotation-ack", "1:switch")]);
+    // Default grace: 300 s, so update-status does not drop yet.
+    s0.run::<RedisK8sCharm>("hooks/update-status", HookInfo::default())
+        .unwrap();
+    assert_eq!(rotation(&w)["phase"], "switch");
+    assert!(secret(&w).contains_key("redis-password-previous"));
+}
