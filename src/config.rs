@@ -305,7 +305,10 @@ mod tests {
         assert_eq!(c.failover_timeout_ms, 30000);
         assert!(c.appendonly);
         assert_eq!(c.cluster_domain, "cluster.local");
-        assert!(!c.allow_no_auth, "authentication is on unless asked otherwise");
+        assert!(
+            !c.allow_no_auth,
+            "authentication is on unless asked otherwise"
+        );
         assert_eq!(c.password_rotation_grace, 300);
     }
 

@@ -39,8 +39,13 @@ fn peer_bag(w: &Arc<Mutex<World>>) -> BTreeMap<String, String> {
 /// The passwords secret's content (the peer bag holds only its URI).
 fn passwords(w: &Arc<Mutex<World>>) -> BTreeMap<String, String> {
     let bag = peer_bag(w);
-    let uri = bag.get("passwords-secret").expect("passwords-secret in peer data");
-    w.lock().unwrap().secret_content(uri).expect("the secret exists")
+    let uri = bag
+        .get("passwords-secret")
+        .expect("passwords-secret in peer data");
+    w.lock()
+        .unwrap()
+        .secret_content(uri)
+        .expect("the secret exists")
 }
 
 fn status(w: &Arc<Mutex<World>>, unit: &str) -> StatusValue {

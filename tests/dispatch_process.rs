@@ -216,7 +216,10 @@ fn sentinel_pebble_ready_defers_until_the_leader_commits_the_databag() {
         .unwrap();
     let bag = unit.world.lock().unwrap().relation_data(peer, APP);
     assert_eq!(bag["leader-host"], FQDN);
-    assert!(!bag.contains_key("sentinel-password"), "only the secret's URI: {bag:?}");
+    assert!(
+        !bag.contains_key("sentinel-password"),
+        "only the secret's URI: {bag:?}"
+    );
     let secret = unit
         .world
         .lock()
