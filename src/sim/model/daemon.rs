@@ -1655,9 +1655,7 @@ impl Daemon {
         let all_users = crate::ops::context::JujuVersion::parse(&self.opts.juju_version)
             .is_none_or(|v| v.notices_from_all_users());
         let own_uid = own_uid();
-        // `<container>-pebble-check-failed` / `-recovered` exist from Juju 3.6 on.
-        let check_hooks = crate::ops::context::JujuVersion::parse(&self.opts.juju_version)
-            .is_none_or(|v| v >= crate::ops::context::JujuVersion::new(3, 6, 0));
+        let check_hooks = has_check_hooks(&self.opts.juju_version);
         loop {
             std::thread::sleep(Duration::from_millis(250));
             if self.shutdown.load(Ordering::SeqCst) {
@@ -1878,6 +1876,13 @@ fn own_uid() -> Option<u32> {
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
+/// `<container>-pebble-check-failed` / `-recovered` exist from Juju 3.6 on (an unparsable
+/// version is taken as current).
+fn has_check_hooks(juju_version: &str) -> bool {
+    use crate::ops::context::JujuVersion;
+    JujuVersion::parse(juju_version).is_none_or(|v| v >= JujuVersion::new(3, 6, 0))
+}
+
 /// Check transitions of a unit's containers not yet turned into hooks: (container, check,
 /// failed), oldest first per container.
 fn new_check_events(rt: &UnitRt) -> Vec<(String, String, bool)> {
@@ -1900,6 +1905,15 @@ fn new_check_events(rt: &UnitRt) -> Vec<(String, String, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_hooks_come_from_juju_3_6() {
+        assert!(!has_check_hooks("3.5.7"));
+        assert!(!has_check_hooks("2.9.50"));
+        assert!(has_check_hooks("3.6.0"));
+        assert!(has_check_hooks("3.6.25"));
+        assert!(has_check_hooks("4.0.1"));
+    }
 
     #[test]
     fn wipe_keeps_storage_and_removes_the_rest() {
