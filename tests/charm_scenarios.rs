@@ -127,7 +127,7 @@ fn sentinel_waits_for_the_databag_then_the_leader_fills_it_and_the_deferred_even
         conf.contains(&format!("user default on #{sentinel_hash} ~* &* +@all\n")),
         "{conf}"
     );
-    assert!(!conf.contains(&format!("requirepass")));
+    assert!(!conf.contains("requirepass"));
     assert!(conf.contains(&format!(
         "sentinel sentinel-pass {}\n",
         bag["sentinel-password"]
