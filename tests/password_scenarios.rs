@@ -532,3 +532,59 @@ fn the_grace_period_holds_the_drop_back() {
     assert_eq!(rotation(&w)["phase"], "switch");
     assert!(secret(&w).contains_key("redis-password-previous"));
 }
+
+#[test]
+fn the_client_secret_is_granted_to_the_relation_and_revoked_when_it_breaks() {
+    use redis_k8s::ops::hookcmds::{HookTools, SecretQuery};
+    let w = world(1);
+    let client_meta = CharmMeta::from_yaml(
+        "name: client\nrequires:\n  cache:\n    interface: redis\n",
+        "",
+        "",
+    )
+    .unwrap();
+    let rel = {
+        let mut wl = w.lock().unwrap();
+        wl.add_app("client", client_meta).unwrap();
+        wl.add_unit("client").unwrap();
+        wl.add_relation((APP, "redis"), ("client", "cache"))
+            .unwrap()
+    };
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
+    let joined = HookInfo {
+        hook_name: "redis-relation-joined".into(),
+        relation_id: Some(rel),
+        remote_unit: Some("client/0".into()),
+        remote_app: Some("client".into()),
+        ..HookInfo::default()
+    };
+    s.run::<RedisK8sCharm>("hooks/redis-relation-joined", joined)
+        .unwrap();
+    let uri = w.lock().unwrap().relation_data(rel, APP)["secret-user"].clone();
+    let admin = secret(&w)["redis-password"].clone();
+    // The client unit can read it (it was granted to the relation).
+    let client = World::session(&w, "client/0", HookInfo::default());
+    let got = client.secret_get(&SecretQuery::by_id(uri.clone())).unwrap();
+    assert_eq!(got["username"], "default");
+    assert_eq!(got["password"], admin);
+    client.discard();
+
+    let broken = HookInfo {
+        hook_name: "redis-relation-broken".into(),
+        relation_id: Some(rel),
+        remote_app: Some("client".into()),
+        ..HookInfo::default()
+    };
+    let r = s
+        .run::<RedisK8sCharm>("hooks/redis-relation-broken", broken)
+        .unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert!(r.session.calls().iter().any(|c| c == "secret-revoke"));
+    let client = World::session(&w, "client/0", HookInfo::default());
+    let denied = client.secret_get(&SecretQuery::by_id(uri)).unwrap_err();
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    client.discard();
+}
