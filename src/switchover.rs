@@ -164,6 +164,7 @@ pub fn step_down_within(
     let result = pause_and_failover(
         &mut redis,
         &mut sentinel,
+        (&sentinel_host, sentinel_pw),
         primary,
         pw,
         app,
@@ -269,6 +270,7 @@ fn restore_priorities(restore: &[(String, String)], pw: Option<&str>) {
 fn pause_and_failover(
     redis: &mut RedisConn,
     sentinel: &mut RedisConn,
+    (sentinel_host, sentinel_pw): (&str, Option<&str>),
     primary: &str,
     pw: Option<&str>,
     app: &str,
@@ -277,29 +279,41 @@ fn pause_and_failover(
     pause: Duration,
     deadline: Instant,
 ) -> Result<StepDown, RedisCallError> {
-    // Stop new writes, then wait until an online replica has acknowledged everything.
-    redis.command(&["CLIENT", "PAUSE", &pause.as_millis().to_string(), "WRITE"])?;
+    // Stop new writes, then wait until the online replicas (the target, if any) have
+    // acknowledged everything: Sentinel picks by priority and its own, possibly seconds old,
+    // view of the offsets, so every replica it may pick must be complete.
+    let pause_ms = pause.as_millis().to_string();
+    redis.command(&["CLIENT", "PAUSE", &pause_ms, "WRITE"])?;
     let paused_at = Instant::now();
+    let paused_until = paused_at + pause;
     let sync_deadline = Instant::now() + pause.min(Duration::from_secs(5));
     while Instant::now() < sync_deadline {
         let info = redis.info("replication")?;
         let offset = info.get("master_repl_offset").cloned().unwrap_or_default();
-        if online_replicas(&info).any(|line| {
-            field(line, "offset").as_deref() == Some(offset.as_str())
-                && target.is_none_or(|t| field(line, "ip").as_deref() == Some(t))
-        }) {
+        let in_sync = |line: &String| field(line, "offset").as_deref() == Some(offset.as_str());
+        let done = match target {
+            Some(t) => online_replicas(&info)
+                .any(|line| field(line, "ip").as_deref() == Some(t) && in_sync(line)),
+            None => online_replicas(&info).all(in_sync) && online_replicas(&info).count() > 0,
+        };
+        if done {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     // Sentinel may still be noticing the replica (NOGOODSLAVE) or finishing a failover
-    // (INPROG): retry until the deadline.
+    // (INPROG): retry while writes are still paused. Once the pause has run out, writes a
+    // replica never saw could be acknowledged before a promotion: give up instead.
+    let margin = Duration::from_millis(500);
     loop {
         match sentinel.command(&["SENTINEL", "FAILOVER", app]) {
             Ok(_) => break,
-            Err(e) if Instant::now() < deadline => {
+            Err(e) if Instant::now() + margin < paused_until.min(deadline) => {
                 tracing::debug!(error = %e, "sentinel failover not accepted yet; retrying");
                 std::thread::sleep(Duration::from_millis(300));
+                if let Ok(c) = RedisConn::connect(sentinel_host, SENTINEL_PORT, sentinel_pw) {
+                    *sentinel = c;
+                }
             }
             Err(e) => {
                 let _ = redis.command(&["CLIENT", "UNPAUSE"]);
@@ -307,14 +321,26 @@ fn pause_and_failover(
             }
         }
     }
+    // The failover is under way: keep writes paused until the old primary is demoted (a
+    // write it took now could never reach the promoted replica), up to the deadline.
+    let mut paused_until = paused_until;
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
+        if paused_until < Instant::now() + Duration::from_secs(1) {
+            let extend = RedisConn::connect(primary, REDIS_PORT, pw)
+                .and_then(|mut c| c.command(&["CLIENT", "PAUSE", &pause_ms, "WRITE"]));
+            match extend {
+                Ok(_) => paused_until = Instant::now() + pause,
+                Err(e) => tracing::debug!(error = %e, "could not extend the write pause"),
+            }
+        }
         // Sentinel names the promoted replica first; it only demotes the old primary seconds
         // later (after its next INFO and a settle delay), by which time our pause would have
         // run out and the old primary would take writes a replica can never see. So demote it
-        // ourselves, still paused, to the primary sentinel now names.
-        let promoted = sentinel
-            .command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", app])
+        // ourselves, still paused, to the primary sentinel now names. A fresh connection
+        // each time: one that timed out may be out of step with its replies.
+        let promoted = RedisConn::connect(sentinel_host, SENTINEL_PORT, sentinel_pw)
+            .and_then(|mut c| c.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", app]))
             .ok()
             .and_then(|v| match v {
                 redis::Value::Array(items) => items.first().map(value_to_string),
@@ -348,7 +374,8 @@ fn pause_and_failover(
             });
         }
     }
-    let _ = redis.command(&["CLIENT", "UNPAUSE"]);
+    let _ = RedisConn::connect(primary, REDIS_PORT, pw)
+        .and_then(|mut c| c.command(&["CLIENT", "UNPAUSE"]));
     Ok(StepDown::TimedOut)
 }
 

@@ -279,6 +279,85 @@ impl Model {
         fqdn_of(&format!("{APP}/{n}"), &self.name)
     }
 
+    /// The last `n` lines of every unit's log and of the daemon log, for failure messages.
+    pub fn logs_tail(&self, n: usize) -> String {
+        let mut s = String::new();
+        let mut files = vec![self.dir.join("daemon.log")];
+        if let Ok(units) = std::fs::read_dir(self.dir.join("units")) {
+            let mut dirs: Vec<PathBuf> = units.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            dirs.sort();
+            files.extend(dirs.iter().map(|d| d.join("unit.log")));
+        }
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(n);
+            s.push_str(&format!(
+                "--- {}\n{}\n",
+                f.display(),
+                lines[from..].join("\n")
+            ));
+        }
+        s
+    }
+
+    /// What every unit's Redis (`INFO replication`) and Sentinel (`SENTINEL MASTER`) say, for
+    /// failure messages.
+    pub fn redis_views(&self, pw: &str, spw: &str) -> String {
+        let mut s = String::new();
+        for (unit, addr, _) in self.roles() {
+            let repl = redis(&addr, 6379, Some(pw), &[&["INFO", "replication"]])
+                .and_then(|r| r.first().map(Resp::text))
+                .unwrap_or_else(|| "(no answer)".into());
+            let repl: Vec<&str> = repl
+                .lines()
+                .filter(|l| {
+                    [
+                        "role",
+                        "master_host",
+                        "master_link_status",
+                        "connected_slaves",
+                        "slave",
+                    ]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+                })
+                .collect();
+            let sentinel = redis(&addr, 26379, Some(spw), &[&["SENTINEL", "MASTER", APP]])
+                .and_then(|r| r.into_iter().next())
+                .map(|r| match r {
+                    Resp::Array(items) => items
+                        .chunks(2)
+                        .filter(|c| {
+                            c.len() == 2
+                                && [
+                                    "ip",
+                                    "flags",
+                                    "num-slaves",
+                                    "num-other-sentinels",
+                                    "config-epoch",
+                                ]
+                                .contains(&c[0].text().as_str())
+                        })
+                        .map(|c| format!("{}={}", c[0].text(), c[1].text()))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_else(|| "(no answer)".into());
+            s.push_str(&format!(
+                "{unit} {addr}: redis [{}] sentinel [{sentinel}]\n",
+                repl.join(" ")
+            ));
+        }
+        s
+    }
+
+    /// The model's hosts file (the pods' /etc/hosts).
+    pub fn hosts_file(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+
     /// A unit's directory in the model (`units/<app>-<n>`).
     pub fn unit_dir(&self, unit: &str) -> PathBuf {
         self.dir.join("units").join(unit.replace('/', "-"))
@@ -287,7 +366,31 @@ impl Model {
 
 impl Drop for Model {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the logs of a failed test (the model dir goes with `down`).
+            let dest = std::env::temp_dir().join(format!("e2e-failed-{}", self.name));
+            let _ = std::fs::remove_dir_all(&dest);
+            copy_logs(&self.dir, &dest, 0);
+            eprintln!("logs of the failed model copied to {}", dest.display());
+        }
         let _ = self.cmd(&["down"]);
+    }
+}
+
+/// Copy every `*.log` file under `from` to the same place under `to`.
+fn copy_logs(from: &Path, to: &Path, depth: usize) {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(ty) = e.file_type() else { continue };
+        if ty.is_dir() && depth < 6 {
+            copy_logs(&path, &to.join(e.file_name()), depth + 1);
+        } else if ty.is_file() && path.extension().is_some_and(|x| x == "log") {
+            let _ = std::fs::create_dir_all(to);
+            let _ = std::fs::copy(&path, to.join(e.file_name()));
+        }
     }
 }
 
@@ -504,14 +607,185 @@ impl Conn {
 
 /// The primary's address per the sentinel at `sentinel_addr`, resolved to an IPv4 address.
 pub fn primary_from_sentinel(sentinel_addr: &str, sentinel_pw: &str) -> Option<String> {
-    let mut c = Conn::open(sentinel_addr, 26379, sentinel_pw)?;
-    let r = c.call(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", APP])?;
-    let Resp::Array(items) = r else { return None };
-    let host = items.first()?.text();
+    let host = primary_name_from_sentinel(sentinel_addr, sentinel_pw)?;
     use std::net::ToSocketAddrs;
     (host.as_str(), 0)
         .to_socket_addrs()
         .ok()?
         .find(|a| a.is_ipv4())
         .map(|a| a.ip().to_string())
+}
+
+/// The primary's host name as the sentinel at `sentinel_addr` names it.
+pub fn primary_name_from_sentinel(sentinel_addr: &str, sentinel_pw: &str) -> Option<String> {
+    let mut c = Conn::open_with(sentinel_addr, 26379, sentinel_pw, Duration::from_secs(2))?;
+    let r = c.call(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", APP])?;
+    let Resp::Array(items) = r else { return None };
+    Some(items.first()?.text())
+}
+
+/// A pod name's address per the model's hosts file (what the pods' /etc/hosts says; the
+/// test process itself cannot resolve pod names). An address is returned as is.
+pub fn resolve_in(hosts: &Path, name: &str) -> Option<String> {
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Some(name.to_string());
+    }
+    let text = std::fs::read_to_string(hosts).ok()?;
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let mut words = l.split_whitespace();
+        let addr = words.next()?;
+        words.any(|w| w == name).then(|| addr.to_string())
+    })
+}
+
+/// What a [`Writer`] saw.
+#[derive(Debug, Clone, Default)]
+pub struct WriteReport {
+    /// The member ids whose `SADD` was acknowledged, in order.
+    pub acked: Vec<u64>,
+    /// Writes that got an error or no reply.
+    pub failed: u64,
+    /// The longest time between two acknowledged writes.
+    pub longest_gap: std::time::Duration,
+    /// When each acknowledged write's reply arrived.
+    pub ack_times: Vec<Instant>,
+}
+
+impl WriteReport {
+    /// The first acknowledgement after `t`, if any.
+    pub fn first_ack_after(&self, t: Instant) -> Option<Instant> {
+        self.ack_times.iter().copied().find(|a| *a > t)
+    }
+
+    /// The acknowledged ids missing from `members`.
+    pub fn missing_from(&self, members: &std::collections::BTreeSet<u64>) -> Vec<u64> {
+        self.acked
+            .iter()
+            .copied()
+            .filter(|i| !members.contains(i))
+            .collect()
+    }
+}
+
+/// A steady writer: `SADD <key> <i>` with i = 0, 1, 2, ... on one connection to the primary,
+/// recording which ids were acknowledged. On an error or a dropped connection it asks the
+/// sentinels (any that answers) for the primary and reconnects, as a Sentinel-aware client
+/// does. An id is never retried, so "acknowledged" means the primary said so exactly once.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    handle: Option<std::thread::JoinHandle<WriteReport>>,
+}
+
+impl Writer {
+    /// Start writing to `primary`; `sentinels` are the addresses to ask after a failure,
+    /// `hosts` the model's hosts file to resolve the names they answer with.
+    pub fn start(
+        primary: &str,
+        pw: &str,
+        sentinels: Vec<String>,
+        spw: &str,
+        key: &str,
+        hosts: PathBuf,
+    ) -> Writer {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(0));
+        let (stop2, acked2) = (stop.clone(), acked.clone());
+        let (mut addr, pw, spw, key) = (
+            primary.to_string(),
+            pw.to_string(),
+            spw.to_string(),
+            key.to_string(),
+        );
+        let handle = std::thread::spawn(move || {
+            let mut report = WriteReport::default();
+            let mut conn: Option<Conn> = None;
+            let mut next: u64 = 0;
+            let mut last_ack: Option<Instant> = None;
+            while !stop2.load(Ordering::SeqCst) {
+                if conn.is_none() {
+                    conn = Conn::open(&addr, 6379, &pw);
+                }
+                let id = next;
+                next += 1;
+                let reply = conn
+                    .as_mut()
+                    .and_then(|c| c.call(&["SADD", &key, &id.to_string()]));
+                match reply {
+                    Some(Resp::Int(_)) => {
+                        let now = Instant::now();
+                        if let Some(prev) = last_ack {
+                            report.longest_gap = report.longest_gap.max(now - prev);
+                        }
+                        last_ack = Some(now);
+                        report.acked.push(id);
+                        report.ack_times.push(now);
+                        acked2.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => {
+                        // READONLY, NOREPLICAS or a dropped connection: find the primary.
+                        report.failed += 1;
+                        conn = None;
+                        if let Some(a) = sentinels
+                            .iter()
+                            .find_map(|s| resolve_in(&hosts, &primary_name_from_sentinel(s, &spw)?))
+                        {
+                            addr = a;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+            report
+        });
+        Writer {
+            stop,
+            acked,
+            handle: Some(handle),
+        }
+    }
+
+    /// Acknowledged writes so far.
+    pub fn acked(&self) -> u64 {
+        self.acked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Wait until `n` more writes are acknowledged; `false` after `secs`.
+    pub fn more(&self, n: u64, secs: u64) -> bool {
+        let want = self.acked() + n;
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.acked() < want {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// Stop and return what was seen.
+    pub fn finish(mut self) -> WriteReport {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle
+            .take()
+            .map(|h| h.join().expect("writer thread"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `SMEMBERS key` on the Redis at `addr` as numbers (`None` when it does not answer).
+pub fn members(addr: &str, pw: &str, key: &str) -> Option<std::collections::BTreeSet<u64>> {
+    let mut c = Conn::open(addr, 6379, pw)?;
+    match c.call(&["SMEMBERS", key])? {
+        Resp::Array(items) => Some(items.iter().filter_map(|i| i.text().parse().ok()).collect()),
+        _ => None,
+    }
 }
