@@ -872,10 +872,15 @@ pub fn apply_redis(
             "updated Redis's default user"
         );
     }
-    let current = value_to_map(&conn.command(&["CONFIG", "GET", "masterauth"])?);
+    let current = value_to_map(&conn.command(&["CONFIG", "GET", "master*"])?);
     if current.get("masterauth") != Some(&pw.admin.current) {
         conn.command(&["CONFIG", "SET", "masterauth", &pw.admin.current])?;
         tracing::info!("updated Redis's masterauth");
+        changed = true;
+    }
+    // `AUTH default <pw>` from a replica works whether the primary has `nopass` or not.
+    if current.get("masteruser").map(String::as_str) != Some("default") {
+        conn.command(&["CONFIG", "SET", "masteruser", "default"])?;
         changed = true;
     }
     if changed {
@@ -920,19 +925,20 @@ pub fn apply_sentinel(
         ])?;
         tracing::info!("updated Sentinel's sentinel-pass");
     }
-    // Sentinel does not report auth-pass; its own config file (which it rewrites) does.
-    let line = format!("sentinel auth-pass {app} {}", pw.admin.current);
-    let has_line = pebble
+    // Sentinel does not report auth-pass / auth-user; its own config file (which it
+    // rewrites) does.
+    let file = pebble
         .pull(SENTINEL_CONFIG_PATH)
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .lines()
-                .any(|l| l.trim() == line)
-        })
-        .unwrap_or(false);
-    if !has_line {
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let has = |line: String| file.lines().any(|l| l.trim() == line);
+    if !has(format!("sentinel auth-pass {app} {}", pw.admin.current)) {
         conn.command(&["SENTINEL", "SET", app, "auth-pass", &pw.admin.current])?;
         tracing::info!("updated Sentinel's auth-pass");
+    }
+    // `AUTH default <pw>` to Redis works whether it has `nopass` (allow-no-auth) or not.
+    if !has(format!("sentinel auth-user {app} default")) {
+        conn.command(&["SENTINEL", "SET", app, "auth-user", "default"])?;
     }
     Ok(())
 }

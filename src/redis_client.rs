@@ -54,7 +54,10 @@ impl RedisConn {
         };
         let mut settings = RedisConnectionInfo::default();
         if let Some(pw) = password {
-            settings = settings.set_password(pw);
+            // `AUTH default <pw>`, not `AUTH <pw>`: the one-argument form is refused when the
+            // default user has `nopass` (the allow-no-auth option), the two-argument one is
+            // accepted then, and is the same as the old form otherwise.
+            settings = settings.set_username("default").set_password(pw);
         }
         let info = ConnectionAddr::Tcp(host.to_string(), port)
             .into_connection_info()

@@ -317,4 +317,20 @@ fn passwords_rotate_without_client_errors() {
     for p in [&old, &new, &sold, &snew] {
         assert!(!shown.contains(p.as_str()), "{shown}");
     }
+
+    // allow-no-auth opens Redis to clients without a password; turning it off closes it again.
+    let ping = |addr: &str| {
+        redis(addr, 6379, None, &[&["PING"]])
+            .map(|r| r[0].text())
+            .unwrap_or_default()
+    };
+    m.ok(&["config", APP, "allow-no-auth=true"]);
+    for addr in &addrs {
+        eventually("no-auth mode", 30, || ping(addr) == "PONG");
+    }
+    m.ok(&["config", APP, "allow-no-auth=false"]);
+    for addr in &addrs {
+        eventually("auth required again", 30, || ping(addr).contains("NOAUTH"));
+        assert!(auth_ok(addr, 6379, &new));
+    }
 }
