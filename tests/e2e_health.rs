@@ -2,13 +2,14 @@
 //! prometheus-redis-exporter processes: the statuses say role, replication and quorum; the
 //! exporter scrapes its Redis with the password from its file (never argv); a hung Redis
 //! (SIGSTOP) fails its Pebble check, the `redis-pebble-check-failed` hook puts that in the
-//! status, and SIGCONT brings `-check-recovered` and the normal status back.
+//! status, and SIGCONT brings `-check-recovered` and the normal status back; the same for a
+//! hung sentinel.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{eventually_ok, redis, Model, Resp, APP, CHARM_BIN};
 
@@ -45,9 +46,9 @@ fn http_get(addr: &str, path: &str) -> Result<String, String> {
     Ok(body)
 }
 
-/// The redis-server pid of the Redis at `addr` (`INFO server`'s `process_id`).
-fn redis_pid(addr: &str, pw: &str) -> i32 {
-    let r = redis(addr, 6379, Some(pw), &[&["INFO", "server"]]).expect("INFO server");
+/// The pid of the Redis or Sentinel at `addr:port` (`INFO server`'s `process_id`).
+fn server_pid(addr: &str, port: u16, pw: &str) -> i32 {
+    let r = redis(addr, port, Some(pw), &[&["INFO", "server"]]).expect("INFO server");
     let text = r[0].text();
     assert!(matches!(&r[0], Resp::Bulk(Some(_))), "INFO server: {r:?}");
     text.lines()
@@ -93,6 +94,19 @@ fn secret_in_any_argv(secret: &str) -> Option<String> {
 
 fn unit_log(m: &Model, unit: &str) -> String {
     std::fs::read_to_string(m.unit_dir(unit).join("unit.log")).unwrap_or_default()
+}
+
+/// Wait until `unit` has run `hook` (update-status also reports failing checks, so the
+/// status can change before the check hook itself has run).
+fn wait_hook(m: &Model, unit: &str, hook: &str) {
+    let line = format!("ran \"{hook}\" hook");
+    eventually_ok(&format!("{unit} runs {hook}"), 30, || {
+        if unit_log(m, unit).contains(&line) {
+            Ok(())
+        } else {
+            Err(m.logs_tail(30))
+        }
+    });
 }
 
 #[test]
@@ -171,19 +185,21 @@ fn health_statuses_exporter_and_check_hooks_on_the_local_model() {
 
     // A hung replica (SIGSTOP: its port still accepts connections) fails its check; the
     // check-failed hook says so in its status.
-    let pid = redis_pid(&raddr, &pw);
+    let pid = server_pid(&raddr, 6379, &pw);
+    let stopped = Instant::now();
     signal(pid, "STOP");
     let guard = Continue(pid);
     wait_status(&m, &replica, "waiting", "redis check failing: redis-up", 60);
-    assert!(
-        unit_log(&m, &replica).contains("ran \"redis-pebble-check-failed\" hook"),
-        "{}",
-        m.logs_tail(30)
+    eprintln!(
+        "hung redis → status: {:.1}s (check period 5s, threshold 3)",
+        stopped.elapsed().as_secs_f64()
     );
+    wait_hook(&m, &replica, "redis-pebble-check-failed");
     // The primary keeps serving and says so.
     assert_eq!(unit_status(&m, &primary).0, "active");
 
     // It answers again: check-recovered, and the normal status is back.
+    let resumed = Instant::now();
     signal(pid, "CONT");
     drop(guard);
     wait_status(
@@ -193,15 +209,39 @@ fn health_statuses_exporter_and_check_hooks_on_the_local_model() {
         "replica, link up, sentinel quorum ok",
         60,
     );
-    assert!(
-        unit_log(&m, &replica).contains("ran \"redis-pebble-check-recovered\" hook"),
-        "{}",
-        m.logs_tail(30)
+    eprintln!(
+        "resumed redis → status: {:.1}s",
+        resumed.elapsed().as_secs_f64()
     );
+    wait_hook(&m, &replica, "redis-pebble-check-recovered");
     assert_eq!(
-        redis_pid(&raddr, &pw),
+        server_pid(&raddr, 6379, &pw),
         pid,
         "no restart: Sentinel, not Pebble, decides about a hung server"
     );
+
+    // The same for a hung sentinel, through `sentinel-pebble-check-failed`.
+    let spw = m.sentinel_password();
+    let spid = server_pid(&raddr, 26379, &spw);
+    signal(spid, "STOP");
+    let guard = Continue(spid);
+    wait_status(
+        &m,
+        &replica,
+        "waiting",
+        "sentinel check failing: sentinel-up",
+        60,
+    );
+    wait_hook(&m, &replica, "sentinel-pebble-check-failed");
+    signal(spid, "CONT");
+    drop(guard);
+    wait_status(
+        &m,
+        &replica,
+        "active",
+        "replica, link up, sentinel quorum ok",
+        60,
+    );
+    wait_hook(&m, &replica, "sentinel-pebble-check-recovered");
     assert_eq!(unit_status(&m, &format!("{APP}/0")).0, "active");
 }
