@@ -36,7 +36,21 @@
 //!    next hook, e.g. update-status) — only `<key>` remains; the old password is refused.
 //! 4. **done** (all acked drop).
 //!
-//! A unit that restarts mid-rotation renders every accepted password from the secret.
+//! A unit that restarts mid-rotation renders every accepted password from the secret; a
+//! runtime change is also written back by `CONFIG REWRITE` (Redis) / `SENTINEL FLUSHCONFIG`.
+//! One rotation at a time; `set-password` refuses to start another until it is done.
+//!
+//! # No authentication
+//! Relating a client never turns authentication off (the Python charm's `enable-password`
+//! legacy key is deleted by the leader with a warning). The `allow-no-auth` option gives the
+//! default user `nopass`; turning it off restores the hashes. Everything that authenticates
+//! (the charm, replicas through `masteruser`, sentinels through `auth-user`) uses the
+//! two-argument `AUTH default <pw>`, which a `nopass` user accepts and the one-argument form
+//! does not.
+//!
+//! # Client credentials
+//! See [`crate::client_relation`]: an app-owned secret (`username`, `password`) granted to
+//! each `redis` relation, URI in `secret-user`, updated at the switch phase.
 
 pub mod sha256;
 
