@@ -179,6 +179,16 @@ impl Charm for RedisK8sCharm {
             "_on_primary_changed",
             sentinel::on_custom_notice,
         );
+        // After it: the leader mirrors the new primary into the k8s Services' pod labels.
+        o.observe(
+            "sentinel_pebble_custom_notice",
+            &root,
+            "_k8s_on_primary_changed",
+            |c, fw, ev| match ev.notice_key() {
+                Some(PRIMARY_CHANGED_NOTICE) => crate::k8s::sync(c, fw),
+                _ => Ok(()),
+            },
+        );
     }
 }
 
@@ -324,7 +334,7 @@ impl RedisK8sCharm {
             tracing::info!(keys = ?changes.keys().collect::<Vec<_>>(), "recorded peer app data");
             self.invalidate_topology();
         }
-        Ok(())
+        crate::k8s::sync(self, fw)
     }
 
     fn on_config_changed(&mut self, fw: &mut Framework<'_>, ev: &mut EventHandle) -> HandlerResult {
@@ -337,7 +347,8 @@ impl RedisK8sCharm {
         if fw.model().is_leader()? {
             sentinel::refresh_leader_host(self, fw)?;
         }
-        self.converge_all(fw, ev)
+        self.converge_all(fw, ev)?;
+        crate::k8s::sync(self, fw)
     }
 
     fn on_peer_changed(&mut self, fw: &mut Framework<'_>, ev: &mut EventHandle) -> HandlerResult {
@@ -347,7 +358,8 @@ impl RedisK8sCharm {
         if fw.model().is_leader()? {
             sentinel::refresh_leader_host(self, fw)?;
         }
-        self.converge_all(fw, ev)
+        self.converge_all(fw, ev)?;
+        crate::k8s::sync(self, fw)
     }
 
     /// A unit leaves. The departing unit hands over the primary role itself; the others
@@ -386,6 +398,9 @@ impl RedisK8sCharm {
             let step = crate::passwords::leader_step(self, fw)?;
             self.report_problem(step);
             sentinel::refresh_leader_host(self, fw)?;
+            crate::k8s::sync(self, fw)?;
+        } else {
+            crate::k8s::forget_note(fw);
         }
         crate::passwords::apply_and_ack(self, fw, false)?;
         if fw.model().is_leader()? {
@@ -417,13 +432,24 @@ impl RedisK8sCharm {
             fw.add_status(StatusValue::blocked(e.to_string()));
         }
         let outcomes = std::mem::take(&mut self.outcomes);
+        // The leader's note that the k8s Services are off (no `juju trust`), if any.
+        let k8s_note = crate::k8s::status_note(fw);
+        let with_note = |mut s: StatusValue| {
+            if let (StatusName::Active, Some(note)) = (&s.status, &k8s_note) {
+                s.message = match s.message.as_str() {
+                    "" => note.clone(),
+                    m => format!("{m}; {note}"),
+                };
+            }
+            s
+        };
         // Only worth probing when nothing more important is reported anyway.
         if self.health.active && outcomes.iter().all(|s| s.status == StatusName::Active) {
             let status = crate::health::active_status(self, fw);
-            fw.add_status(status);
+            fw.add_status(with_note(status));
         }
         for s in outcomes {
-            fw.add_status(s);
+            fw.add_status(with_note(s));
         }
     }
 }

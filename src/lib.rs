@@ -12,6 +12,7 @@ pub mod charm;
 pub mod client_relation;
 pub mod config;
 pub mod health;
+pub mod k8s;
 pub mod literals;
 pub mod ops;
 pub mod passwords;
