@@ -653,8 +653,44 @@ fn advance_rotation(
         .unwrap_or(300);
     if let Some((next, next_pw)) = next_step(&rot, &pw, unix_now(), grace) {
         write_rotation(charm, fw, rel, &uri, &next, &next_pw, &pw)?;
+        if next.phase == Phase::Done {
+            prune_revisions(fw.tools(), &uri);
+        }
     }
     Ok(())
+}
+
+/// How many revisions below the latest [`prune_revisions`] looks at: a rotation makes two or
+/// three, so this covers the last rotations even when a prune was missed.
+const PRUNE_DEPTH: u64 = 9;
+
+/// Once a rotation is done, remove the secret's older revisions: they hold passwords that are
+/// no longer accepted anywhere, and no unit reads them (every unit peeks at the latest).
+/// Best effort: a revision already gone is skipped, any other failure only logged.
+fn prune_revisions(tools: &dyn HookTools, uri: &str) {
+    let latest = match tools.secret_info_get(&SecretQuery::by_id(uri)) {
+        Ok(info) => info.revision,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list the passwords secret's revisions");
+            return;
+        }
+    };
+    let mut removed = 0;
+    for revision in (latest.saturating_sub(PRUNE_DEPTH).max(1)..latest).rev() {
+        match tools.secret_remove(uri, Some(revision)) {
+            Ok(()) => removed += 1,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                tracing::warn!(error = %e, revision, "cannot remove an old password revision");
+                return;
+            }
+        }
+    }
+    tracing::info!(
+        removed,
+        latest,
+        "removed old revisions of the passwords secret"
+    );
 }
 
 /// `set-password` on the leader: start the rotation, apply its first phase here, and go as

@@ -498,9 +498,13 @@ fn admin_rotation_adds_switches_then_drops_after_the_grace_period() {
     assert!(!rc.contains(&hex(old.as_bytes())));
     set_bag(&w, U0, &[("password-rotation-ack", "1:drop")]);
     set_bag(&w, U1, &[("password-rotation-ack", "1:drop")]);
-    s0.run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U1))
+    let r = s0
+        .run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U1))
         .unwrap();
     assert_eq!(rotation(&w)["phase"], "done");
+    // The revisions holding the old password are removed; the latest stays readable.
+    assert!(r.session.calls().iter().any(|c| c == "secret-remove"));
+    assert_eq!(secret(&w)["redis-password"], "brand-new-admin-pw");
     // No password anywhere in the peer or client databags.
     for owner in [APP, U0, U1] {
         assert!(!bag(&w, owner)
