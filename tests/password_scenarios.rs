@@ -592,3 +592,46 @@ fn the_client_secret_is_granted_to_the_relation_and_revoked_when_it_breaks() {
     assert!(denied.to_string().contains("permission denied"), "{denied}");
     client.discard();
 }
+
+#[test]
+fn a_sentinel_starting_mid_rotation_accepts_both_passwords() {
+    let w = world(2);
+    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    s0.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
+    let old = secret(&w)["sentinel-password"].clone();
+    s0.run::<RedisK8sCharm>(
+        "actions/set-password",
+        action(
+            "set-password",
+            &[("username", "sentinel"), ("password", "new-sentinel-pw")],
+        ),
+    )
+    .unwrap();
+    assert_eq!(rotation(&w)["user"], "sentinel");
+    // Unit 1's sentinel container (re)starts now: it renders both hashes, and still sends
+    // the old password to the other sentinels (they have not all switched yet).
+    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    let hook = HookInfo {
+        hook_name: "sentinel-pebble-ready".into(),
+        ..HookInfo::default()
+    };
+    let r = s1
+        .run::<RedisK8sCharm>("hooks/sentinel-pebble-ready", hook)
+        .unwrap();
+    assert!(r.error.is_none());
+    let sc = conf(&pebble1, "sentinel", "/etc/redis-server/sentinel.conf");
+    assert!(sc.contains(&acl_line(&[&old, "new-sentinel-pw"])), "{sc}");
+    assert!(
+        sc.contains(&format!("sentinel sentinel-pass {old}\n")),
+        "{sc}"
+    );
+    assert!(!sc.contains("requirepass"));
+    assert!(!pebble1
+        .get("sentinel")
+        .plan()
+        .to_yaml()
+        .contains("new-sentinel-pw"));
+}
