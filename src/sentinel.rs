@@ -94,6 +94,141 @@ struct SentinelConfFile<'a> {
     client_reconfig_script: &'a str,
     /// SHA-256 of every password Sentinel's `default` user accepts (two during a rotation).
     sentinel_hashes: Vec<String>,
+    /// `sentinel myid` and the `known-replica` / `known-sentinel` lines.
+    #[serde(flatten)]
+    peers: KnownPeers,
+}
+
+/// What a freshly started sentinel is told about its peers, so it can fail over at once.
+///
+/// A sentinel started with only `sentinel monitor` learns the replicas from the primary's
+/// `INFO` (every 10 s) and the other sentinels from their hello messages on the primary
+/// (every 2 s). A primary that dies before that leaves it unable to reach `ODOWN` (it knows
+/// no other sentinel to ask) or to pick a replica, and the failover waits for the primary's
+/// return. So the charm names them in `sentinel.conf`: `known-replica` for every unit that is
+/// not the primary, and `known-sentinel` for every other unit with that unit's run id, which
+/// it can name because every sentinel's `myid` is derived from its unit ([`sentinel_id`]).
+/// A sentinel whose pod is replaced keeps its id, so the others never collect stale
+/// entries for it (which would count as voters that never vote). Redis 7.0.15 accepts a
+/// known peer whose name does not resolve yet and keeps retrying it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KnownPeers {
+    /// This sentinel's run id (40 hex digits).
+    pub myid: String,
+    /// Host names of the primary's replicas.
+    pub known_replicas: Vec<String>,
+    /// The other sentinels.
+    pub known_sentinels: Vec<KnownSentinel>,
+}
+
+/// Another unit's sentinel: its host name and run id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KnownSentinel {
+    pub host: String,
+    pub id: String,
+}
+
+impl KnownPeers {
+    /// The peers of `own_unit` among `units` (every unit of the app, ours included) when
+    /// `primary` is the primary's host; `fqdn` names a unit's pod.
+    pub fn new(
+        model: &str,
+        own_unit: &str,
+        units: &[String],
+        primary: &str,
+        fqdn: impl Fn(&str) -> String,
+    ) -> KnownPeers {
+        let mut known_replicas = Vec::new();
+        let mut known_sentinels = Vec::new();
+        let mut names: Vec<&str> = units.iter().map(String::as_str).collect();
+        if !names.contains(&own_unit) {
+            names.push(own_unit);
+        }
+        names.sort_by_key(|u| unit_number(u));
+        names.dedup();
+        for unit in names {
+            let host = fqdn(unit);
+            if host != primary {
+                known_replicas.push(host.clone());
+            }
+            if unit != own_unit {
+                known_sentinels.push(KnownSentinel {
+                    host,
+                    id: sentinel_id(model, unit),
+                });
+            }
+        }
+        KnownPeers {
+            myid: sentinel_id(model, own_unit),
+            known_replicas,
+            known_sentinels,
+        }
+    }
+}
+
+fn unit_number(unit: &str) -> u64 {
+    unit.rsplit('/')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// The run id of `unit`'s sentinel in `model`: SHA-1 of `<model>/<unit>` in hex (Sentinel
+/// wants 40 hex digits). Deterministic, so peers can name it in `known-sentinel` lines.
+pub fn sentinel_id(model: &str, unit: &str) -> String {
+    sha1(format!("{model}/{unit}").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// SHA-1 (FIPS 180-4). Only an identifier is derived with it, nothing secret.
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut msg = data.to_vec();
+    let bit_len = (data.len() as u64).wrapping_mul(8);
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bit_len.to_be_bytes());
+    for block in msg.chunks_exact(64) {
+        let mut w = [0u32; 80];
+        for (i, word) in block.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (i, x) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&x.to_be_bytes());
+    }
+    out
 }
 
 /// The `client-reconfig-script` (POSIX sh). Sentinel runs it as `redis` with
@@ -320,6 +455,7 @@ pub fn converge(
             config,
             client_reconfig_script: NOTIFY_PRIMARY_SCRIPT_PATH,
             sentinel_hashes: sentinel_hashes(&topo.peer),
+            peers: known_peers(fw, &topo, &primary, &cfg.cluster_domain)?,
         },
     )?;
     if let Err(e) = write_config(&*pebble, SENTINEL_CONFIG_PATH, &rendered) {
@@ -364,6 +500,27 @@ pub fn write_config(pebble: &dyn Pebble, path: &str, content: &str) -> Result<()
             ..PushOptions::default()
         },
     )
+}
+
+/// The peers this unit's fresh sentinel is told about ([`KnownPeers`]).
+fn known_peers(
+    fw: &Framework<'_>,
+    topo: &crate::charm::Topology,
+    primary: &str,
+    domain: &str,
+) -> Result<KnownPeers, HandlerError> {
+    let units = match topo.peer_relation {
+        Some(id) => fw.model().relation_units(id)?,
+        None => Vec::new(),
+    };
+    let model = &fw.ctx.model_name;
+    Ok(KnownPeers::new(
+        model,
+        &fw.ctx.unit_name,
+        &units,
+        primary,
+        |u| crate::peers::unit_fqdn(u, model, domain),
+    ))
 }
 
 /// `SENTINEL SET <app> quorum N` on our own sentinel when it differs.
@@ -516,6 +673,72 @@ mod tests {
     fn junk_is_not_published() {
         assert_eq!(publishable_primary(&info("a b", "master"), None), None);
         assert_eq!(publishable_primary(&BTreeMap::new(), None), None);
+    }
+
+    #[test]
+    fn sha1_matches_the_standard_vectors() {
+        let hex = |d: &[u8]| {
+            sha1(d)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        assert_eq!(hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(hex(b"abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(
+            hex(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "84983e441c3bd26ebaae4aa1f95129e5e54670f1"
+        );
+        assert_eq!(
+            hex(&[b'a'; 1000]),
+            "291e9a6c66994949b57ba5e650361e98fc36b1ba"
+        );
+    }
+
+    #[test]
+    fn sentinel_ids_are_40_hex_and_differ_per_unit_and_model() {
+        let a = sentinel_id("m", "redis-k8s/0");
+        assert_eq!(a.len(), 40);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a, sentinel_id("m", "redis-k8s/0"));
+        assert_ne!(a, sentinel_id("m", "redis-k8s/1"));
+        assert_ne!(a, sentinel_id("n", "redis-k8s/0"));
+    }
+
+    #[test]
+    fn known_peers_name_every_replica_and_every_other_sentinel() {
+        let units: Vec<String> = ["redis-k8s/2", "redis-k8s/0", "redis-k8s/1"]
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        let fqdn = |u: &str| format!("{}.x", u.replace('/', "-"));
+        let p = KnownPeers::new("m", "redis-k8s/1", &units, "redis-k8s-0.x", fqdn);
+        assert_eq!(p.myid, sentinel_id("m", "redis-k8s/1"));
+        assert_eq!(p.known_replicas, ["redis-k8s-1.x", "redis-k8s-2.x"]);
+        let s: Vec<(&str, &str)> = p
+            .known_sentinels
+            .iter()
+            .map(|k| (k.host.as_str(), k.id.as_str()))
+            .collect();
+        let (id0, id2) = (
+            sentinel_id("m", "redis-k8s/0"),
+            sentinel_id("m", "redis-k8s/2"),
+        );
+        assert_eq!(
+            s,
+            [
+                ("redis-k8s-0.x", id0.as_str()),
+                ("redis-k8s-2.x", id2.as_str())
+            ]
+        );
+        // relation-list leaves our own unit out: it is still a replica to name.
+        let others: Vec<String> = vec!["redis-k8s/0".into()];
+        let p = KnownPeers::new("m", "redis-k8s/1", &others, "redis-k8s-0.x", fqdn);
+        assert_eq!(p.known_replicas, ["redis-k8s-1.x"]);
+        assert_eq!(p.known_sentinels.len(), 1);
+        // A sole unit that is the primary: nothing to name.
+        let p = KnownPeers::new("m", "redis-k8s/0", &[], "redis-k8s-0.x", fqdn);
+        assert!(p.known_replicas.is_empty() && p.known_sentinels.is_empty());
     }
 
     #[test]
