@@ -366,6 +366,8 @@ pub fn replication_summary(info: &BTreeMap<String, String>) -> Option<String> {
 pub enum SentinelHealth {
     /// `SENTINEL CKQUORUM` answer and whether `SENTINEL MASTER` flags `failover_in_progress`.
     Answered { quorum: bool, failover: bool },
+    /// Our sentinel answered with an error (e.g. it does not monitor the app yet).
+    NotReady,
     /// Our sentinel did not answer.
     Unreachable,
 }
@@ -384,6 +386,10 @@ pub fn ask_own_sentinel(host: &str, password: &str, app: &str) -> SentinelHealth
                 .get("flags")
                 .is_some_and(|f| f.split(',').any(|f| f == "failover_in_progress")),
         },
+        Err(e @ RedisCallError::Command { .. }) => {
+            tracing::debug!(error = %e, "own sentinel refused the question");
+            SentinelHealth::NotReady
+        }
         Err(e) => {
             tracing::debug!(error = %e, "own sentinel not answering");
             SentinelHealth::Unreachable
@@ -391,12 +397,14 @@ pub fn ask_own_sentinel(host: &str, password: &str, app: &str) -> SentinelHealth
     }
 }
 
-/// `sentinel quorum ok`, `no sentinel quorum`, `failover in progress`, `sentinel unreachable`.
+/// `sentinel quorum ok`, `no sentinel quorum`, `failover in progress`, `sentinel not ready`,
+/// `sentinel unreachable`.
 pub fn sentinel_summary(view: &SentinelHealth) -> String {
     match view {
         SentinelHealth::Answered { failover: true, .. } => "failover in progress".into(),
         SentinelHealth::Answered { quorum: true, .. } => "sentinel quorum ok".into(),
         SentinelHealth::Answered { quorum: false, .. } => "no sentinel quorum".into(),
+        SentinelHealth::NotReady => "sentinel not ready".into(),
         SentinelHealth::Unreachable => "sentinel unreachable".into(),
     }
 }
@@ -492,6 +500,10 @@ mod tests {
         assert_eq!(
             sentinel_summary(&SentinelHealth::Unreachable),
             "sentinel unreachable"
+        );
+        assert_eq!(
+            sentinel_summary(&SentinelHealth::NotReady),
+            "sentinel not ready"
         );
     }
 

@@ -403,3 +403,115 @@ fn check_hooks_are_registered_for_both_containers() {
         assert_eq!(status(&w).status, StatusName::Active, "{:?}", status(&w));
     }
 }
+
+/// A process killed (and reaped) when dropped, whatever the test did.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    Proc(
+        std::process::Command::new(args[0])
+            .args(&args[1..])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    )
+}
+
+fn wait_port(host: &str, port: u16) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect((host, port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{host}:{port} never listened");
+}
+
+/// The status builders against real processes: our own sentinel unreachable, answering
+/// but not monitoring the app yet, and monitoring it with its quorum; and a real primary's
+/// `INFO replication`.
+#[test]
+fn sentinel_and_replication_views_from_real_processes() {
+    use redis_k8s::health::{ask_own_sentinel, replication_summary, SentinelHealth};
+    use redis_k8s::redis_client::RedisConn;
+    let host = "127.0.98.1";
+    assert_eq!(
+        ask_own_sentinel(host, "spw", APP),
+        SentinelHealth::Unreachable
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let _redis = spawn(&[
+        "redis-server",
+        "--bind",
+        host,
+        "--port",
+        "6379",
+        "--requirepass",
+        "rpw",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "bind {host}\nport 26379\nrequirepass spw\ndir {}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let _sentinel = spawn(&["redis-server", conf.to_str().unwrap(), "--sentinel"]);
+    wait_port(host, 6379);
+    wait_port(host, 26379);
+
+    assert_eq!(ask_own_sentinel(host, "spw", APP), SentinelHealth::NotReady);
+    assert_eq!(
+        ask_own_sentinel(host, "wrong", APP),
+        SentinelHealth::Unreachable,
+        "a refused login is not an answer"
+    );
+
+    let mut s = RedisConn::connect(host, 26379, Some("spw")).unwrap();
+    s.command(&["SENTINEL", "MONITOR", APP, host, "6379", "1"])
+        .unwrap();
+    s.command(&["SENTINEL", "SET", APP, "auth-pass", "rpw"])
+        .unwrap();
+    assert_eq!(
+        ask_own_sentinel(host, "spw", APP),
+        SentinelHealth::Answered {
+            quorum: true,
+            failover: false
+        }
+    );
+    // A quorum no sentinel set can reach.
+    s.command(&["SENTINEL", "SET", APP, "quorum", "3"]).unwrap();
+    assert_eq!(
+        ask_own_sentinel(host, "spw", APP),
+        SentinelHealth::Answered {
+            quorum: false,
+            failover: false
+        }
+    );
+
+    let info = RedisConn::connect(host, 6379, Some("rpw"))
+        .unwrap()
+        .info("replication")
+        .unwrap();
+    assert_eq!(
+        replication_summary(&info).as_deref(),
+        Some("primary, no replica online")
+    );
+}
