@@ -71,7 +71,13 @@ pub struct HealthState {
 /// The checks that are `down` in both containers (a container whose Pebble does not answer
 /// counts as none: its absence is reported by the converging paths).
 pub fn failing_checks(fw: &Framework<'_>) -> Vec<(String, String)> {
+    checks_down(fw).0
+}
+
+/// The checks that are `down`, and the containers whose Pebble could not be asked.
+fn checks_down(fw: &Framework<'_>) -> (Vec<(String, String)>, Vec<&'static str>) {
     let mut down = Vec::new();
+    let mut unreachable = Vec::new();
     for container in [REDIS_CONTAINER, SENTINEL_CONTAINER] {
         match fw.container(container).checks(None, &[]) {
             Ok(checks) => down.extend(
@@ -80,10 +86,13 @@ pub fn failing_checks(fw: &Framework<'_>) -> Vec<(String, String)> {
                     .filter(|c| c.status == "down")
                     .map(|c| (container.to_string(), c.name)),
             ),
-            Err(e) => tracing::debug!(%container, error = %e, "cannot list checks"),
+            Err(e) => {
+                tracing::debug!(%container, error = %e, "cannot list checks");
+                unreachable.push(container);
+            }
         }
     }
-    down
+    (down, unreachable)
 }
 
 /// The status message for failing checks: `redis check failing: redis-up`.
@@ -114,18 +123,13 @@ pub fn on_check_failed(
     let container = ev.container().unwrap_or_default().to_string();
     let check = ev.check_name().unwrap_or_default().to_string();
     tracing::warn!(%container, %check, "Pebble check failing");
-    let mut failing = failing_checks(fw);
-    let still_down = failing.iter().any(|(c, n)| *c == container && *n == check);
-    if !still_down && pebble_unreachable(fw, &container) {
+    let (mut failing, unreachable) = checks_down(fw);
+    if unreachable.contains(&container.as_str()) {
         failing.push((container, check));
     }
     charm.health.failing = Some(failing);
     charm.report(Outcome::Done);
     Ok(())
-}
-
-fn pebble_unreachable(fw: &Framework<'_>, container: &str) -> bool {
-    fw.container(container).checks(None, &[]).is_err()
 }
 
 /// `<container>-pebble-check-recovered`: converge that container again (Pebble may have
