@@ -133,7 +133,9 @@ async fn reconcile_async(source: ApiSource, desired: &Desired) -> Result<Applied
             Some((name, role))
         })
         .collect();
-    for (pod, role) in roles_for(app, primary, current.iter().map(|(n, _)| n.as_str())) {
+    let wanted = roles_for(app, primary, current.iter().map(|(n, _)| n.as_str()));
+    applied.pods = wanted.len();
+    for (pod, role) in wanted {
         let have = current
             .iter()
             .find(|(n, _)| n == pod)
@@ -147,6 +149,5 @@ async fn reconcile_async(source: ApiSource, desired: &Desired) -> Result<Applied
             .map_err(|e| classify(&format!("pod {pod}"), e))?;
         applied.relabelled.push((pod.to_string(), role));
     }
-    applied.pods = current.len();
     Ok(applied)
 }

@@ -84,7 +84,7 @@ impl Desired {
 pub struct Applied {
     /// Services applied (always both).
     pub services: Vec<String>,
-    /// Unit pods seen.
+    /// Unit pods (`<app>-<n>`) found; 0 when the primary's pod is unknown (not listed).
     pub pods: usize,
     /// Pods whose role label was (re)written, with the new role.
     pub relabelled: Vec<(String, Role)>,
