@@ -448,12 +448,14 @@ fn the_leader_keeps_role_services_and_pod_labels_current_and_reports_missing_tru
     assert_eq!(admin.role("other-0"), None);
 
     // Idempotent: nothing to relabel the second time, services unchanged.
+    let started = Instant::now();
     let again = k8s::reconcile(
         ApiSource::Kubeconfig,
         &Desired::new(APP, NS, Some(&fqdn(0))),
     )
     .expect("second reconcile");
     assert!(again.relabelled.is_empty(), "{again:?}");
+    eprintln!("an idempotent reconcile took {:?}", started.elapsed());
     assert_eq!(admin.roles(), roles(0));
 
     // Failover: leader-host names unit 2; exactly the two changed pods are relabelled.
