@@ -418,8 +418,10 @@ pub fn converge(
                     return Ok(pebble_outcome(SENTINEL_CONTAINER, &e));
                 }
             }
-            // Sentinel owns its config file now (it rewrites it); keep quorum current at runtime.
-            keep_quorum_current(fw, &topo, fw.model().planned_units()?);
+            // Sentinel owns its config file now (it rewrites it); keep its settings current
+            // at runtime. (The peer lines need no update: a running sentinel learns new
+            // replicas from INFO and new sentinels from their hellos.)
+            keep_runtime_settings(fw, &topo, fw.model().planned_units()?, &cfg);
             return Ok(Outcome::Done);
         }
     }
@@ -523,24 +525,38 @@ fn known_peers(
     ))
 }
 
-/// `SENTINEL SET <app> quorum N` on our own sentinel when it differs.
-fn keep_quorum_current(fw: &Framework<'_>, topo: &crate::charm::Topology, planned: usize) {
+/// Keep a running sentinel's settings current: `SENTINEL SET <app>` for the quorum (it
+/// follows the planned units) and the down-after and failover timeouts (config options),
+/// where they differ. Sentinel owns its config file once it runs (it rewrites it), so a
+/// changed value reaches a running sentinel only this way; `SENTINEL SET` also persists it.
+fn keep_runtime_settings(
+    fw: &Framework<'_>,
+    topo: &crate::charm::Topology,
+    planned: usize,
+    cfg: &crate::config::CharmConfig,
+) {
     let Some(password) = topo.peer.sentinel_password.as_deref() else {
         return;
     };
-    let want = Sentinel::expected_quorum(planned).to_string();
+    let want = [
+        ("quorum", Sentinel::expected_quorum(planned).to_string()),
+        ("down-after-milliseconds", cfg.down_after_ms.to_string()),
+        ("failover-timeout", cfg.failover_timeout_ms.to_string()),
+    ];
     let host = own_address(topo);
     let app = &fw.ctx.app_name;
     let result = RedisConn::connect(&host, SENTINEL_PORT, Some(password)).and_then(|mut c| {
         let info = c.sentinel_master(app)?;
-        if info.get("quorum") != Some(&want) {
-            c.command(&["SENTINEL", "SET", app, "quorum", &want])?;
-            tracing::info!(quorum = %want, "updated sentinel quorum");
+        for (key, value) in &want {
+            if info.get(*key) != Some(value) {
+                c.command(&["SENTINEL", "SET", app, key, value])?;
+                tracing::info!(%key, %value, "updated a running sentinel");
+            }
         }
         Ok(())
     });
     if let Err(e) = result {
-        tracing::debug!(error = %e, "could not check sentinel quorum");
+        tracing::debug!(error = %e, "could not check the sentinel's settings");
     }
 }
 
