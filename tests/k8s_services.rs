@@ -25,6 +25,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use redis_k8s::charm::RedisK8sCharm;
 use redis_k8s::k8s::{self, ApiSource, Desired, Role, ROLE_LABEL};
+use redis_k8s::literals::PRIMARY_CHANGED_NOTICE;
+use redis_k8s::ops::context::JujuContext;
+use redis_k8s::ops::framework::{dispatch, Framework};
 use redis_k8s::ops::hookcmds::StatusName;
 use redis_k8s::ops::testing::harness::Scenario;
 use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
@@ -396,6 +399,29 @@ fn hook(s: &mut Scenario<'_>, name: &str) {
     assert!(r.error.is_none(), "{name}: {:?}", r.error);
 }
 
+/// Run `sentinel-pebble-custom-notice` with `key` as Juju would (the harness has no notice
+/// fields, so they are added to its environment here) and commit it.
+fn notice(s: &mut Scenario<'_>, key: &str) {
+    let dispatch_path = "hooks/sentinel-pebble-custom-notice";
+    let info = HookInfo {
+        hook_name: "sentinel-pebble-custom-notice".into(),
+        ..HookInfo::default()
+    };
+    let mut env = s.env(dispatch_path, &info);
+    env.insert("JUJU_NOTICE_ID".into(), "7".into());
+    env.insert("JUJU_NOTICE_TYPE".into(), "custom".into());
+    env.insert("JUJU_NOTICE_KEY".into(), key.into());
+    let ctx = JujuContext::from_map(&env).expect("notice context");
+    let session = World::session(&s.world, &s.unit, info);
+    let mut fw = Framework::new(&ctx, &session, s.pebble, s.state.stored.clone());
+    let mut charm = RedisK8sCharm::default();
+    let outcome = dispatch(&mut charm, &mut fw);
+    let data = fw.into_data();
+    outcome.unwrap_or_else(|e| panic!("custom notice {key}: {e}"));
+    s.state.stored = data;
+    session.commit().expect("commit");
+}
+
 fn set_leader_host(w: &Arc<Mutex<World>>, host: &str) {
     let mut w = w.lock().unwrap();
     let id = w.peer_relation_id(APP, "redis-peers").unwrap();
@@ -506,12 +532,20 @@ fn the_leader_keeps_role_services_and_pod_labels_current_and_reports_missing_tru
     hook(&mut s1, "update-status");
     assert_eq!(admin.roles(), roles(1));
 
+    // Sentinel's primary-changed notice: the leader mirrors the (kept) record at once; any
+    // other notice key does nothing.
+    notice(&mut s, "example.com/unrelated");
+    assert_eq!(admin.roles(), roles(1));
+    notice(&mut s, PRIMARY_CHANGED_NOTICE);
+    assert_eq!(admin.roles(), roles(2));
+
     // 3. Without trust: RBAC answers 403, the hook still succeeds, the status says how to
     // fix it, nothing was written.
     std::env::set_var("KUBECONFIG", &cluster.nobody_kubeconfig);
+    set_leader_host(&w, &fqdn(0));
     let err = k8s::reconcile(
         ApiSource::Kubeconfig,
-        &Desired::new(APP, NS, Some(&fqdn(2))),
+        &Desired::new(APP, NS, Some(&fqdn(0))),
     )
     .expect_err("an unprivileged user cannot apply");
     assert!(err.is_trust_missing(), "{err}");
@@ -529,12 +563,12 @@ fn the_leader_keeps_role_services_and_pod_labels_current_and_reports_missing_tru
     hook(&mut s, "redis-pebble-ready");
     let status = w.lock().unwrap().unit_status("redis-k8s/0");
     assert!(status.message.contains("juju trust"), "{status:?}");
-    assert_eq!(admin.roles(), roles(1));
+    assert_eq!(admin.roles(), roles(2));
 
     // 4. Trust granted: the next hook converges and the note goes.
     std::env::set_var("KUBECONFIG", &cluster.admin_kubeconfig);
     hook(&mut s, "update-status");
-    assert_eq!(admin.roles(), roles(2));
+    assert_eq!(admin.roles(), roles(0));
     hook(&mut s, "config-changed");
     let status = w.lock().unwrap().unit_status("redis-k8s/0");
     assert!(!status.message.contains("k8s"), "{status:?}");
