@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{primary_from_sentinel, Conn, Model, Resp, APP, CHARM_BIN};
+use common::{primary_name_from_sentinel, resolve_in, Conn, Model, Resp, APP, CHARM_BIN};
 
 const KEY: &str = "switchover-counter";
 
@@ -55,6 +55,9 @@ fn switchover_to_a_named_replica_loses_no_acknowledged_write() {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (acked, stop, pw, spw) = (acked.clone(), stop.clone(), pw.clone(), spw.clone());
+        // The sentinel names the primary by its pod name, which only the model's hosts file
+        // resolves (this process has no pod DNS).
+        let hosts = m.hosts_file();
         let mut addr = paddr.clone();
         std::thread::spawn(move || {
             let mut conn: Option<Conn> = None;
@@ -70,7 +73,9 @@ fn switchover_to_a_named_replica_loses_no_acknowledged_write() {
                     _ => {
                         // READONLY or a dropped connection: ask the sentinel who leads now.
                         conn = None;
-                        if let Some(a) = primary_from_sentinel(&watcher, &spw) {
+                        if let Some(a) = primary_name_from_sentinel(&watcher, &spw)
+                            .and_then(|name| resolve_in(&hosts, &name))
+                        {
                             addr = a;
                         }
                         std::thread::sleep(Duration::from_millis(20));
@@ -99,8 +104,16 @@ fn switchover_to_a_named_replica_loses_no_acknowledged_write() {
         .and_then(|v| v.trim().trim_matches('\'').parse().ok())
         .unwrap_or_else(|| panic!("paused-ms in {out}"));
     assert!(paused_ms < 5000, "writes paused too long: {out}");
-    // Keep writing a little on the new primary, then stop.
-    std::thread::sleep(Duration::from_secs(1));
+    // Keep writing on the new primary (the writer found it through the sentinel), then stop.
+    let at_switch = acked.load(Ordering::SeqCst);
+    let t1 = Instant::now();
+    while acked.load(Ordering::SeqCst) < at_switch + 50 {
+        assert!(
+            t1.elapsed() < Duration::from_secs(10),
+            "writes did not resume on the new primary"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
     let acked = acked.load(Ordering::SeqCst);
