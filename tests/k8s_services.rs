@@ -499,12 +499,28 @@ fn the_leader_keeps_role_services_and_pod_labels_current_and_reports_missing_tru
     );
     assert_eq!(admin.roles(), roles(2));
 
+    // Another failover, to a pod listed before the old primary: the old primary is demoted
+    // first (the primary Service never selects two pods).
+    let flipped = k8s::reconcile(
+        ApiSource::Kubeconfig,
+        &Desired::new(APP, NS, Some(&fqdn(1))),
+    )
+    .expect("reconcile after the second failover");
+    assert_eq!(
+        flipped.relabelled,
+        vec![
+            ("redis-k8s-2".to_string(), Role::Replica),
+            ("redis-k8s-1".to_string(), Role::Primary)
+        ]
+    );
+    assert_eq!(admin.roles(), roles(1));
+
     // An unknown or unmappable primary leaves the labels alone.
     for host in [None, Some("10.1.2.3")] {
         let r = k8s::reconcile(ApiSource::Kubeconfig, &Desired::new(APP, NS, host)).unwrap();
         assert!(r.relabelled.is_empty());
     }
-    assert_eq!(admin.roles(), roles(2));
+    assert_eq!(admin.roles(), roles(1));
 
     // 2. Whole hooks through the Scenario harness, as the admin.
     let w = world();

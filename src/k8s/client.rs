@@ -133,8 +133,11 @@ async fn reconcile_async(source: ApiSource, desired: &Desired) -> Result<Applied
             Some((name, role))
         })
         .collect();
-    let wanted = roles_for(app, primary, current.iter().map(|(n, _)| n.as_str()));
+    let mut wanted = roles_for(app, primary, current.iter().map(|(n, _)| n.as_str()));
     applied.pods = wanted.len();
+    // Demote before promoting: during a switch `<app>-primary` briefly has no endpoint
+    // (clients retry) rather than also the old, now read-only primary (writes refused).
+    wanted.sort_by_key(|(_, role)| *role != Role::Replica);
     for (pod, role) in wanted {
         let have = current
             .iter()
