@@ -14,10 +14,11 @@
 //! `/bin/redis_exporter`) on port 9121. Its password is read from a JSON file
 //! ([`EXPORTER_PASSWORD_PATH`], 0600, owned by redis: `--redis.password-file`, a map from
 //! the scraped URI to its password; checked with Debian's 1.45, the image has 1.60), never
-//! from argv or the plan's environment (the Python charm put it in the environment). The
-//! exporter runs as redis and listens on our own address. The service is `startup: disabled` and started by the charm after Redis: a
-//! missing or failing exporter never fails a replan, so it can never keep Redis from starting
-//! or fail a hook.
+//! from argv or the plan's environment (the Python charm put it in the environment). It logs
+//! in as `default` (`--redis.user`), which works with and without `allow-no-auth` (see
+//! [`exporter_service`]). The exporter runs as redis and listens on our own address. The
+//! service is `startup: disabled` and started by the charm after Redis: a missing or failing
+//! exporter never fails a replan, so it can never keep Redis from starting or fail a hook.
 //!
 //! # Status
 //! A converging hook reports [`Outcome::Done`]; at collect-status [`active_status`] turns that
@@ -160,12 +161,20 @@ pub fn on_check_recovered(
 /// The `redis_exporter` service: scrapes the Redis at `host:6379`, listens on `host:9121`,
 /// reads the password from [`EXPORTER_PASSWORD_PATH`]. `startup: disabled`: see the module
 /// doc; [`ensure_exporter`] starts it.
+///
+/// `--redis.user=default`: without a user name the exporter (redigo) sends the one-argument
+/// `AUTH <password>`, which Redis refuses when the `default` user is `nopass`
+/// (`allow-no-auth`: "AUTH <password> called without any password configured"), and
+/// `redis_up` drops to 0. `AUTH default <password>` is accepted both by a `nopass` default
+/// user (any password) and by one with the admin password hashes, so one command serves both
+/// modes and turning `allow-no-auth` on or off needs no exporter restart.
 pub fn exporter_service(host: &str) -> Service {
     Service {
         r#override: Some("replace".into()),
         summary: Some("Redis metric exporter".into()),
         command: Some(format!(
-            "{EXPORTER_BIN} --redis.addr={} --redis.password-file={EXPORTER_PASSWORD_PATH} \
+            "{EXPORTER_BIN} --redis.addr={} --redis.user=default \
+             --redis.password-file={EXPORTER_PASSWORD_PATH} \
              --web.listen-address={host}:{EXPORTER_PORT}",
             exporter_target(host)
         )),
@@ -529,7 +538,7 @@ mod tests {
         let cmd = svc.command.as_deref().unwrap_or_default();
         assert_eq!(
             cmd,
-            "/bin/redis_exporter --redis.addr=redis://10.0.0.5:6379 \
+            "/bin/redis_exporter --redis.addr=redis://10.0.0.5:6379 --redis.user=default \
              --redis.password-file=/etc/redis-server/exporter-password.json \
              --web.listen-address=10.0.0.5:9121"
         );
