@@ -65,6 +65,9 @@ pub struct HealthState {
     failing: Option<Vec<(String, String)>>,
     /// Own Redis's `INFO replication`; `Some(None)` when it did not answer.
     info: Option<Option<BTreeMap<String, String>>>,
+    /// The leader's note on a password rotation that waits for units to acknowledge its
+    /// phase (set by [`crate::passwords`] each time it looks), appended to the active status.
+    pub rotation_note: Option<String>,
 }
 
 // ----- checks -------------------------------------------------------------------------
@@ -258,8 +261,11 @@ pub fn assess(charm: &mut RedisK8sCharm, fw: &Framework<'_>) -> Result<Outcome, 
     }
     let topo = charm.topology(fw)?.clone();
     if !topo.peer.is_populated() {
+        // A passwords secret that cannot be read is the reason, not a late leader: say so,
+        // as the converging paths do.
         return Ok(Outcome::Waiting(
-            "Waiting for peer data to be updated".into(),
+            topo.peer
+                .waiting_message("Waiting for peer data to be updated"),
         ));
     }
     Ok(match info_cached(charm, &topo) {
@@ -296,23 +302,45 @@ pub fn active_status(charm: &mut RedisK8sCharm, fw: &Framework<'_>) -> StatusVal
     // After the topology is known: the recorded primary names the role in hooks that did
     // not converge.
     let fallback = charm.role_message().to_string();
+    let note = charm.health.rotation_note.clone();
+    let active = |msg: String| StatusValue::active(with_note(msg, note.as_deref()));
     let Some(topo) = topo.filter(|t| t.peer.is_populated()) else {
-        return StatusValue::active(fallback);
+        return active(fallback);
     };
     let Some(info) = info_cached(charm, &topo) else {
-        return StatusValue::active(fallback);
+        return active(fallback);
     };
     let mut parts = vec![replication_summary(&info).unwrap_or(fallback)];
     if let Some(pw) = topo.peer.sentinel_password.as_deref() {
         let view = ask_own_sentinel(&own_address(&topo), pw, &fw.ctx.app_name);
         parts.push(sentinel_summary(&view));
     }
-    StatusValue::active(
+    active(
         parts
             .into_iter()
             .filter(|p| !p.is_empty())
             .collect::<Vec<_>>()
             .join(", "),
+    )
+}
+
+/// `message; note` (or just one of them).
+fn with_note(message: String, note: Option<&str>) -> String {
+    match (message.is_empty(), note) {
+        (_, None) => message,
+        (true, Some(n)) => n.to_string(),
+        (false, Some(n)) => format!("{message}; {n}"),
+    }
+}
+
+/// The leader's note while a password rotation waits for units to apply a phase, e.g.
+/// `password rotation waiting for redis-k8s/2 (phase switch)`: a unit whose workloads
+/// cannot take the new passwords holds the rotation back (the old password stays accepted),
+/// and the operator must see which one rather than find it in the leader's log.
+pub fn rotation_waiting_note(units: &[String], phase: &str) -> String {
+    format!(
+        "password rotation waiting for {} (phase {phase})",
+        units.join(", ")
     )
 }
 

@@ -627,6 +627,7 @@ fn advance_rotation(
         topo.peer.passwords.clone(),
         topo.peer.passwords_secret.clone(),
     ) else {
+        charm.health.rotation_note = None;
         return Ok(());
     };
     let want = rot.ack_value();
@@ -645,8 +646,14 @@ fn advance_rotation(
             ?waiting,
             "password rotation waits for units"
         );
+        waiting.sort();
+        charm.health.rotation_note = Some(crate::health::rotation_waiting_note(
+            &waiting,
+            rot.phase.as_str(),
+        ));
         return Ok(());
     }
+    charm.health.rotation_note = None;
     let grace = charm
         .config(fw)
         .map(|c| c.password_rotation_grace)

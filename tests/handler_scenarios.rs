@@ -225,3 +225,168 @@ fn exporter_scrapes_with_allow_no_auth() {
 fn exporter_scrapes_with_passwords() {
     exporter_scrapes(false, "127.0.93.2");
 }
+
+// ----- helpers on the peer relation -------------------------------------------------------
+
+const U0: &str = "redis-k8s/0";
+const U1: &str = "redis-k8s/1";
+const U2: &str = "redis-k8s/2";
+const FQDN0: &str = "redis-k8s-0.redis-k8s-endpoints.scn.svc.cluster.local";
+
+fn peer_id(w: &Arc<Mutex<World>>) -> u32 {
+    w.lock()
+        .unwrap()
+        .peer_relation_id(APP, "redis-peers")
+        .unwrap()
+}
+
+fn bag(w: &Arc<Mutex<World>>, owner: &str) -> BTreeMap<String, String> {
+    let id = peer_id(w);
+    w.lock().unwrap().relation_data(id, owner)
+}
+
+fn set_bag(w: &Arc<Mutex<World>>, owner: &str, pairs: &[(&str, &str)]) {
+    let id = peer_id(w);
+    let mut wl = w.lock().unwrap();
+    let mut data = wl.relation_data(id, owner);
+    for (k, v) in pairs {
+        if v.is_empty() {
+            data.remove(*k);
+        } else {
+            data.insert(k.to_string(), v.to_string());
+        }
+    }
+    wl.set_relation_data(id, owner, data);
+}
+
+fn peer_changed(w: &Arc<Mutex<World>>, remote: &str) -> HookInfo {
+    HookInfo {
+        hook_name: "redis-peers-relation-changed".into(),
+        relation_id: Some(peer_id(w)),
+        remote_unit: Some(remote.into()),
+        remote_app: Some(APP.into()),
+        ..HookInfo::default()
+    }
+}
+
+fn action(name: &str, params: &[(&str, &str)]) -> HookInfo {
+    HookInfo {
+        action: Some(redis_k8s::ops::testing::world::ActionInvocation {
+            name: name.into(),
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+                .collect(),
+        }),
+        ..HookInfo::default()
+    }
+}
+
+// ----- task: a non-leader that cannot read the passwords secret ---------------------------
+
+#[test]
+fn update_status_on_a_non_leader_names_an_unreadable_passwords_secret() {
+    let w = world(2);
+    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    run(&mut s0, "leader-elected");
+    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    run(&mut s1, "config-changed");
+    assert_eq!(
+        status(&w, U1).status,
+        StatusName::Active,
+        "{:?}",
+        status(&w, U1)
+    );
+
+    // The reference now names a secret this unit cannot read (removed, or never granted).
+    set_bag(
+        &w,
+        APP,
+        &[("passwords-secret", "secret:d0000000000000000000")],
+    );
+    run(&mut s1, "update-status");
+    assert_eq!(
+        status(&w, U1),
+        StatusValue::waiting("Waiting for passwords: cannot read the passwords secret (not found)")
+    );
+    // Nothing was rewritten with a made-up password, and update-status is never deferred.
+    assert!(s1.state.stored.notices.is_empty());
+    assert_eq!(
+        bag(&w, APP)["passwords-secret"],
+        "secret:d0000000000000000000"
+    );
+}
+
+// ----- task: a stalled rotation is in the leader's status ----------------------------------
+
+#[test]
+fn a_rotation_waiting_for_a_unit_names_it_in_the_leaders_status() {
+    let w = world(3);
+    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    run(&mut s0, "leader-elected");
+    run(&mut s0, "config-changed");
+    assert_eq!(status(&w, U0), StatusValue::active("primary"));
+
+    let r = s0
+        .run::<RedisK8sCharm>(
+            "actions/set-password",
+            action("set-password", &[("password", "a-new-admin-password")]),
+        )
+        .unwrap();
+    assert!(
+        r.session.action_failure().is_none(),
+        "{:?}",
+        r.session.action_failure()
+    );
+    // The leader and unit 1 applied phase add; unit 2 never does (its hooks fail, say).
+    set_bag(&w, U0, &[("password-rotation-ack", "1:add")]);
+    set_bag(&w, U1, &[("password-rotation-ack", "1:add")]);
+    let r = s0
+        .run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U1))
+        .unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let rotation: serde_json::Value =
+        serde_json::from_str(&bag(&w, APP)["password-rotation"]).unwrap();
+    assert_eq!(rotation["phase"], "add", "held back by unit 2");
+    assert_eq!(
+        status(&w, U0),
+        StatusValue::active("primary; password rotation waiting for redis-k8s/2 (phase add)")
+    );
+
+    // Unit 2 catches up: the rotation moves on to the switch, which nobody applied yet.
+    set_bag(&w, U2, &[("password-rotation-ack", "1:add")]);
+    let r = s0
+        .run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U2))
+        .unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let rotation: serde_json::Value =
+        serde_json::from_str(&bag(&w, APP)["password-rotation"]).unwrap();
+    assert_eq!(rotation["phase"], "switch");
+    assert_eq!(
+        status(&w, U0),
+        StatusValue::active(
+            "primary; password rotation waiting for redis-k8s/0, redis-k8s/1, redis-k8s/2 \
+             (phase switch)"
+        )
+    );
+
+    // All applied the switch; the grace period holds the drop back, and nobody is waited for.
+    for u in [U0, U1, U2] {
+        set_bag(&w, u, &[("password-rotation-ack", "1:switch")]);
+    }
+    run(&mut s0, "config-changed");
+    assert_eq!(status(&w, U0), StatusValue::active("primary"));
+    // A non-leader never reports the leader's bookkeeping.
+    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    set_bag(&w, U1, &[("password-rotation-ack", "")]);
+    run(&mut s1, "config-changed");
+    assert!(
+        !status(&w, U1).message.contains("rotation"),
+        "{:?}",
+        status(&w, U1)
+    );
+}
