@@ -393,3 +393,101 @@ fn a_charm_dir_without_metadata_leaves_nothing_running() {
     assert!(err.contains("no dispatch"), "{err}");
     assert!(!dir.exists(), "the model dir was left behind");
 }
+
+/// `refresh` is a rolling update: pods replaced highest ordinal first, one at a time, each
+/// old pod's `stop` before it dies and the new pod's upgrade-charm → config-changed → start
+/// → pebble-ready; `kill-pod --graceful` runs `stop` first, plain `kill-pod` does not.
+#[test]
+fn refresh_rolls_pods_and_graceful_kill_runs_stop() {
+    let m = Model::new("rolling", "127.0.45");
+    m.deploy(&["-n", "3", "--wait", "--timeout", "60"]);
+    let before: Vec<usize> = (0..3)
+        .map(|n| hooks(&m.events(&format!("tiny/{n}"))).len())
+        .collect();
+    m.ok(&[
+        "refresh",
+        "tiny",
+        "--grace",
+        "5",
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    let seq = [
+        "hooks/stop remote= departing=",
+        "hooks/upgrade-charm remote= departing=",
+        "hooks/config-changed remote= departing=",
+        "hooks/start remote= departing=",
+        "hooks/workload-pebble-ready remote= departing=",
+    ];
+    for n in 0..3 {
+        let h = hooks(&m.events(&format!("tiny/{n}")));
+        let after = &h[before[n]..];
+        let pos: Vec<usize> = seq.iter().map(|s| position(after, s)).collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]), "tiny/{n}: {after:#?}");
+    }
+    let daemon_log = std::fs::read_to_string(m.dir.join("daemon.log")).unwrap_or_default();
+    let order: Vec<&str> = daemon_log
+        .lines()
+        .filter_map(|l| l.split("refresh: replacing the pod of ").nth(1))
+        .collect();
+    assert_eq!(order, ["tiny/2", "tiny/1", "tiny/0"], "{daemon_log}");
+    // One pod at a time: each is back before the next one's stop.
+    let log = |n: usize| {
+        std::fs::read_to_string(m.unit_dir(&format!("tiny/{n}")).join("unit.log"))
+            .unwrap_or_default()
+    };
+    // The time of the last line of `text` that contains `what` (HH:MM:SS.mmm sorts).
+    let time_of = |text: &str, what: &str| -> String {
+        text.lines()
+            .rev()
+            .find(|l| l.contains(what))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {what:?} in\n{text}"))
+            .to_string()
+    };
+    for (done, next) in [(2, 1), (1, 0)] {
+        assert!(
+            time_of(&log(done), "ran \"workload-pebble-ready\" hook")
+                <= time_of(&log(next), "pod terminating"),
+            "tiny/{next} went before tiny/{done} was back"
+        );
+    }
+
+    // A graceful delete runs stop; a crash does not.
+    let n_stop = |u: &str| {
+        hooks(&m.events(u))
+            .iter()
+            .filter(|h| h.starts_with("hooks/stop"))
+            .count()
+    };
+    let stops = n_stop("tiny/1");
+    m.ok(&[
+        "kill-pod",
+        "--graceful",
+        "--grace",
+        "5",
+        "--down-for",
+        "0.5",
+        "tiny/1",
+        "--wait",
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(n_stop("tiny/1"), stops + 1);
+    m.ok(&[
+        "kill-pod",
+        "--down-for",
+        "0.5",
+        "tiny/1",
+        "--wait",
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(n_stop("tiny/1"), stops + 1);
+    // Bad input: one clear line each.
+    let err = m.fails(&["refresh", "nosuch"]);
+    assert!(err.contains("application \"nosuch\" not found"), "{err}");
+    let err = m.fails(&["refresh", "tiny", "--grace", "4000"]);
+    assert!(err.contains("--grace"), "{err}");
+}
