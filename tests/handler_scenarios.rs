@@ -231,7 +231,6 @@ fn exporter_scrapes_with_passwords() {
 const U0: &str = "redis-k8s/0";
 const U1: &str = "redis-k8s/1";
 const U2: &str = "redis-k8s/2";
-const FQDN0: &str = "redis-k8s-0.redis-k8s-endpoints.scn.svc.cluster.local";
 
 fn peer_id(w: &Arc<Mutex<World>>) -> u32 {
     w.lock()
@@ -389,4 +388,234 @@ fn a_rotation_waiting_for_a_unit_names_it_in_the_leaders_status() {
         "{:?}",
         status(&w, U1)
     );
+}
+
+// ----- real Redis and Sentinel behind the units' names -------------------------------------
+
+/// The unit's address in the namespaced tests: `redis-k8s/<n>` is 127.0.93.<base + n>.
+fn unit_addr(base: u8, n: u8) -> String {
+    format!("127.0.93.{}", base + n)
+}
+
+fn fqdn(n: u8) -> String {
+    format!("redis-k8s-{n}.redis-k8s-endpoints.scn.svc.cluster.local")
+}
+
+/// Run the calling test again in a private mount namespace whose `/etc/hosts` resolves the
+/// three units' pod names to 127.0.93.<base + n>, as a pod's resolver would: the charm finds
+/// its own address and its peers' sentinels by name. Returns `true` in the parent, which has
+/// checked that the child ran exactly this test and passed (the caller just returns);
+/// `false` in the child, which goes on with the test body. Processes the child starts live
+/// in its namespace and are reaped by its drop guards.
+fn in_hosts_namespace(test: &str, base: u8) -> bool {
+    if std::env::var_os("HANDLER_SCENARIOS_NS").is_some() {
+        return false;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    let mut text = "127.0.0.1 localhost\n".to_string();
+    for n in 0..3 {
+        text.push_str(&format!("{} {}\n", unit_addr(base, n), fqdn(n)));
+    }
+    std::fs::write(&hosts, text).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+        .arg("mount --bind \"$HOSTS_FILE\" /etc/hosts && exec \"$0\" \"$@\"")
+        .arg(&exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("HOSTS_FILE", &hosts)
+        .env("HANDLER_SCENARIOS_NS", "1")
+        .output()
+        .expect("unshare (util-linux) runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{test} in its namespace:\n{text}"
+    );
+    true
+}
+
+/// Start a real sentinel from a sentinel.conf the charm rendered (without the notify script,
+/// which lives in the container), in `dir`.
+fn sentinel_from_rendered(conf: &str, host: &str, dir: &Path) -> Proc {
+    let adapted: String = conf
+        .lines()
+        .filter(|l| !l.starts_with("sentinel client-reconfig-script"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = dir.join("sentinel.conf");
+    std::fs::write(&path, adapted + "\n").unwrap();
+    let p = spawn(
+        "redis-server",
+        &[path.display().to_string(), "--sentinel".to_string()],
+    );
+    wait_port(host, 26379);
+    p
+}
+
+/// A plain sentinel on `host` monitoring `primary` (a pod name), with the app's sentinel
+/// password: another unit's sentinel, as far as this unit can tell.
+fn plain_sentinel(host: &str, primary: &str, password: &str, dir: &Path) -> Proc {
+    let path = dir.join(format!("sentinel-{host}.conf"));
+    std::fs::write(
+        &path,
+        format!(
+            "port 26379\nbind {host}\nsentinel resolve-hostnames yes\n\
+             sentinel announce-hostnames yes\nsentinel monitor {APP} {primary} 6379 2\n\
+             requirepass {password}\n"
+        ),
+    )
+    .unwrap();
+    let p = spawn(
+        "redis-server",
+        &[path.display().to_string(), "--sentinel".to_string()],
+    );
+    wait_port(host, 26379);
+    p
+}
+
+fn secret_value(w: &Arc<Mutex<World>>, key: &str) -> String {
+    let uri = bag(w, APP)["passwords-secret"].clone();
+    w.lock().unwrap().secret_content(&uri).expect("the secret")[key].clone()
+}
+
+fn root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// update-status and check-service on a one-unit deployment whose Redis and Sentinel really
+/// run (from the files the charm pushed): the status names role, replication and quorum;
+/// Redis gone → waiting, and check-service says so; back → active again.
+#[test]
+fn update_status_and_check_service_against_real_redis_and_sentinel() {
+    if !root() {
+        eprintln!("skipping: needs root for a mount namespace");
+        return;
+    }
+    if in_hosts_namespace(
+        "update_status_and_check_service_against_real_redis_and_sentinel",
+        10,
+    ) {
+        return;
+    }
+    let host = unit_addr(10, 0);
+    let w = world(1);
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    run(&mut s, "leader-elected");
+    run(&mut s, "redis-pebble-ready");
+    run(&mut s, "sentinel-pebble-ready");
+    let conf = pebble.get("redis").file(CONF).unwrap().text();
+    assert!(conf.contains(&format!("bind {host}\n")), "{conf}");
+    let sconf = pebble
+        .get("sentinel")
+        .file("/etc/redis-server/sentinel.conf")
+        .unwrap()
+        .text();
+
+    // Nothing answers yet: update-status waits for Redis (no crash, no defer).
+    run(&mut s, "update-status");
+    assert_eq!(status(&w, U0), StatusValue::waiting("Waiting for Redis..."));
+    assert!(s.state.stored.notices.is_empty());
+    let r = s
+        .run::<RedisK8sCharm>("actions/check-service", action("check-service", &[]))
+        .unwrap();
+    assert_eq!(
+        r.session.action_results()["result"],
+        "Service is not running"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let redis = redis_from_rendered(&conf, &host, dir.path());
+    let _sentinel = sentinel_from_rendered(&sconf, &host, dir.path());
+    run(&mut s, "update-status");
+    assert_eq!(
+        status(&w, U0),
+        StatusValue::active("primary, no replica online, sentinel quorum ok")
+    );
+    let r = s
+        .run::<RedisK8sCharm>("actions/check-service", action("check-service", &[]))
+        .unwrap();
+    assert_eq!(r.session.action_results()["result"], "Service is running");
+    assert!(
+        w.lock()
+            .unwrap()
+            .app_version(APP)
+            .starts_with(|c: char| c.is_ascii_digit()),
+        "check-service records the Redis version"
+    );
+    // The leader's record still names itself.
+    assert_eq!(bag(&w, APP)["leader-host"], fqdn(0));
+
+    drop(redis);
+    run(&mut s, "update-status");
+    assert_eq!(status(&w, U0), StatusValue::waiting("Waiting for Redis..."));
+}
+
+/// A (re)starting unit asks the other units' sentinels who the primary is before it takes a
+/// role: when they name another unit, it becomes that unit's replica even though
+/// `leader-host` still names itself (no second primary); when they disagree, it waits
+/// ("Failover in progress") and defers; when none answers, the record decides.
+#[test]
+fn a_starting_unit_follows_the_sentinels_majority_and_waits_while_they_disagree() {
+    if !root() {
+        eprintln!("skipping: needs root for a mount namespace");
+        return;
+    }
+    if in_hosts_namespace(
+        "a_starting_unit_follows_the_sentinels_majority_and_waits_while_they_disagree",
+        20,
+    ) {
+        return;
+    }
+    let w = world(3);
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    run(&mut s, "leader-elected");
+    assert_eq!(bag(&w, APP)["leader-host"], fqdn(0));
+    let spw = secret_value(&w, "sentinel-password");
+    let dir = tempfile::tempdir().unwrap();
+
+    // No sentinel answers: the recorded primary (this unit).
+    run(&mut s, "redis-pebble-ready");
+    let conf = pebble.get("redis").file(CONF).unwrap().text();
+    assert!(!conf.contains("\nreplicaof "), "{conf}");
+
+    // Both other sentinels say unit 1 is primary (unit 0 restarted after a failover).
+    let s1 = plain_sentinel(&unit_addr(20, 1), &fqdn(1), &spw, dir.path());
+    let s2 = plain_sentinel(&unit_addr(20, 2), &fqdn(1), &spw, dir.path());
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    s.state.stored = Default::default();
+    run(&mut s, "redis-pebble-ready");
+    let conf = pebble.get("redis").file(CONF).unwrap().text();
+    assert!(
+        conf.contains(&format!("\nreplicaof {} 6379\n", fqdn(1))),
+        "{conf}"
+    );
+    assert!(s.state.stored.notices.is_empty());
+    assert_eq!(status(&w, U0), StatusValue::active("replica"));
+
+    // They disagree (one says unit 2): wait, defer, and push nothing new.
+    drop(s2);
+    let _s2 = plain_sentinel(&unit_addr(20, 2), &fqdn(2), &spw, dir.path());
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    run(&mut s, "redis-pebble-ready");
+    assert_eq!(status(&w, U0), StatusValue::waiting("Failover in progress"));
+    assert_eq!(s.state.stored.notices.len(), 1, "deferred");
+    assert!(pebble.get("redis").file(CONF).is_none());
+    // The sentinel path waits the same way.
+    run(&mut s, "sentinel-pebble-ready");
+    assert_eq!(status(&w, U0).status, StatusName::Waiting);
+    assert!(pebble
+        .get("sentinel")
+        .file("/etc/redis-server/sentinel.conf")
+        .is_none());
+    drop(s1);
 }
