@@ -619,3 +619,283 @@ fn a_starting_unit_follows_the_sentinels_majority_and_waits_while_they_disagree(
         .is_none());
     drop(s1);
 }
+
+// ----- in-memory branches ---------------------------------------------------------------
+
+/// leader-elected on a unit that is not the leader (Juju runs it on every unit after an
+/// election): nothing is written, no secret is created.
+#[test]
+fn leader_elected_on_a_non_leader_changes_nothing() {
+    let w = world(2);
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble);
+    let r = s1
+        .run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
+        .unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert!(bag(&w, APP).is_empty(), "{:?}", bag(&w, APP));
+    assert!(w.lock().unwrap().secret_ids(Some(APP)).is_empty());
+    assert!(s1.state.stored.notices.is_empty());
+    assert!(!r
+        .session
+        .calls()
+        .iter()
+        .any(|c| c == "relation-set" || c == "secret-add"));
+}
+
+/// redis-pebble-ready before the leader filled the peer data, or with junk in it: Waiting,
+/// deferred, nothing pushed; the deferred event succeeds once the data is there.
+#[test]
+fn redis_pebble_ready_waits_for_usable_peer_data_and_defers() {
+    let w = world(2);
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble);
+    run(&mut s1, "redis-pebble-ready");
+    assert_eq!(
+        status(&w, U1),
+        StatusValue::waiting("Waiting for peer data to be updated")
+    );
+    assert_eq!(s1.state.stored.notices.len(), 1);
+    assert!(pebble.get("redis").file(CONF).is_none());
+    assert!(pebble.get("redis").plan().services.is_empty());
+
+    // Junk: a leader-host that is no host name, an unparsable rotation record, stray keys.
+    set_bag(
+        &w,
+        APP,
+        &[
+            ("leader-host", "not a host!"),
+            ("password-rotation", "{junk"),
+            ("whatever", "x"),
+        ],
+    );
+    run(&mut s1, "update-status");
+    assert_eq!(
+        status(&w, U1),
+        StatusValue::waiting("Waiting for peer data to be updated")
+    );
+    assert!(pebble.get("redis").file(CONF).is_none());
+
+    // The leader repairs it; the next hook re-runs the deferred pebble-ready first.
+    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    set_bag(&w, APP, &[("leader-host", ""), ("password-rotation", "")]);
+    run(&mut s0, "leader-elected");
+    assert_eq!(bag(&w, APP)["leader-host"], fqdn(0));
+    run(&mut s1, "update-status");
+    assert!(s1.state.stored.notices.is_empty(), "the deferred event ran");
+    let conf = pebble.get("redis").file(CONF).expect("redis.conf").text();
+    assert!(
+        conf.contains(&format!("\nreplicaof {} 6379\n", fqdn(0))),
+        "{conf}"
+    );
+}
+
+/// redis-pebble-ready whose Pebble stops answering right after the event: Waiting naming
+/// the container, deferred, no error (no crash loop).
+#[test]
+fn redis_pebble_ready_with_pebble_gone_waits_and_defers() {
+    let w = world(1);
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    run(&mut s, "leader-elected");
+    pebble.get("redis").set_can_connect(false);
+    run(&mut s, "redis-pebble-ready");
+    assert_eq!(
+        status(&w, U0),
+        StatusValue::waiting("Waiting for Pebble in redis container")
+    );
+    assert_eq!(s.state.stored.notices.len(), 1);
+    // config-changed asks Pebble first and waits the same way.
+    run(&mut s, "config-changed");
+    assert_eq!(status(&w, U0).status, StatusName::Waiting);
+    assert!(
+        status(&w, U0).message.contains("Pebble"),
+        "{:?}",
+        status(&w, U0)
+    );
+    pebble.get("redis").set_can_connect(true);
+    run(&mut s, "update-status");
+    assert!(s.state.stored.notices.is_empty(), "the deferred events ran");
+    assert!(pebble.get("redis").file(CONF).is_some());
+}
+
+/// update-status with an invalid config: blocked naming the option, nothing converged or
+/// written (Juju sends config-changed when the operator fixes it).
+#[test]
+fn update_status_with_invalid_config_blocks_and_touches_nothing() {
+    let w = world(1);
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    run(&mut s, "leader-elected");
+    run(&mut s, "config-changed");
+    let before = bag(&w, APP);
+    let conf = pebble.get("redis").file(CONF).unwrap().text();
+    set_config(
+        &w,
+        &[("sentinel-down-after-milliseconds", serde_json::json!(-5))],
+    );
+    pebble.get("redis").clear_calls();
+    run(&mut s, "update-status");
+    let st = status(&w, U0);
+    assert_eq!(st.status, StatusName::Blocked, "{st:?}");
+    assert!(
+        st.message.contains("sentinel-down-after-milliseconds"),
+        "{st:?}"
+    );
+    assert_eq!(bag(&w, APP), before);
+    assert_eq!(pebble.get("redis").file(CONF).unwrap().text(), conf);
+    assert!(
+        !pebble
+            .get("redis")
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("push") || c.starts_with("replan")),
+        "{:?}",
+        pebble.get("redis").calls()
+    );
+    assert!(s.state.stored.notices.is_empty());
+}
+
+/// upgrade-charm converges like config-changed: a pod that came back with an empty Pebble
+/// plan (a refresh replaces the pod) gets its files, layers and services again.
+#[test]
+fn upgrade_charm_converges_both_containers_again() {
+    let w = world(1);
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    run(&mut s, "leader-elected");
+    run(&mut s, "config-changed");
+    // The new pod: fresh containers.
+    pebble.insert(
+        "redis",
+        redis_k8s::ops::testing::pebble::MemoryPebble::new(),
+    );
+    pebble.insert(
+        "sentinel",
+        redis_k8s::ops::testing::pebble::MemoryPebble::new(),
+    );
+    run(&mut s, "upgrade-charm");
+    for (c, svc, file) in [
+        ("redis", "redis", CONF),
+        ("sentinel", "sentinel", "/etc/redis-server/sentinel.conf"),
+    ] {
+        let p = pebble.get(c);
+        assert!(p.file(file).is_some(), "{c}: {file}");
+        assert_eq!(p.service_state(svc).as_deref(), Some("active"), "{c}");
+    }
+    assert_eq!(status(&w, U0), StatusValue::active("primary"));
+    assert!(s.state.stored.notices.is_empty());
+}
+
+/// redis-peers-relation-departed: the departing unit itself returns quickly (its hand-over
+/// is best effort; nothing to hand over when no Redis answers) and writes nothing; a staying
+/// unit converges with the smaller topology.
+#[test]
+fn peer_departed_on_the_departing_and_on_a_staying_unit() {
+    let w = world(3);
+    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    run(&mut s0, "leader-elected");
+    run(&mut s0, "config-changed");
+    let pebble2 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s2 = Scenario::new(w.clone(), U2, repo(), &pebble2);
+    run(&mut s2, "config-changed");
+    let before = bag(&w, APP);
+    let departed = |unit: &str| HookInfo {
+        hook_name: "redis-peers-relation-departed".into(),
+        relation_id: Some(peer_id(&w)),
+        remote_unit: Some(unit.into()),
+        remote_app: Some(APP.into()),
+        departing_unit: Some(U2.into()),
+        ..HookInfo::default()
+    };
+    let t = Instant::now();
+    let r = s2
+        .run::<RedisK8sCharm>("hooks/redis-peers-relation-departed", departed(U0))
+        .unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert!(!r.session.calls().iter().any(|c| c == "relation-set"));
+    assert_eq!(bag(&w, APP), before);
+
+    let r = s0
+        .run::<RedisK8sCharm>("hooks/redis-peers-relation-departed", departed(U2))
+        .unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(status(&w, U0), StatusValue::active("primary"));
+    assert_eq!(bag(&w, APP)["leader-host"], fqdn(0));
+    assert!(s0.state.stored.notices.is_empty());
+}
+
+/// switchover with a malformed `unit`, or before any primary is known: the action fails
+/// with a message and nothing moves.
+#[test]
+fn switchover_refuses_a_malformed_unit_and_an_unknown_primary() {
+    let w = world(2);
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble);
+    let r = s1
+        .run::<RedisK8sCharm>("actions/switchover", action("switchover", &[]))
+        .unwrap();
+    assert_eq!(
+        r.session.action_failure().as_deref(),
+        Some("no primary known yet (peer data not populated)")
+    );
+    let bad = HookInfo {
+        action: Some(redis_k8s::ops::testing::world::ActionInvocation {
+            name: "switchover".into(),
+            params: BTreeMap::from([("unit".to_string(), serde_json::json!("postgresql/0"))]),
+        }),
+        ..HookInfo::default()
+    };
+    let r = s1.run::<RedisK8sCharm>("actions/switchover", bad).unwrap();
+    assert_eq!(
+        r.session.action_failure().as_deref(),
+        Some("unknown unit \"postgresql/0\": not a unit of redis-k8s")
+    );
+    assert!(r.session.action_results().is_empty());
+    assert!(bag(&w, APP).is_empty());
+}
+
+/// redis-relation-broken on a non-leader: the leader owns the client secret; nothing here.
+#[test]
+fn client_relation_broken_on_a_non_leader_does_nothing() {
+    let w = world(2);
+    let client = CharmMeta::from_yaml(
+        "name: client\nrequires:\n  cache:\n    interface: redis\n",
+        "",
+        "",
+    )
+    .unwrap();
+    let rel = {
+        let mut wl = w.lock().unwrap();
+        wl.add_app("client", client).unwrap();
+        wl.add_unit("client").unwrap();
+        wl.add_relation((APP, "redis"), ("client", "cache"))
+            .unwrap()
+    };
+    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    run(&mut s0, "leader-elected");
+    run(&mut s0, "config-changed");
+    let secrets = w.lock().unwrap().secret_ids(Some(APP));
+    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    let hook = HookInfo {
+        hook_name: "redis-relation-broken".into(),
+        relation_id: Some(rel),
+        remote_app: Some("client".into()),
+        ..HookInfo::default()
+    };
+    let r = s1
+        .run::<RedisK8sCharm>("hooks/redis-relation-broken", hook)
+        .unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert!(!r
+        .session
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("secret-") && c != "secret-get"));
+    assert_eq!(w.lock().unwrap().secret_ids(Some(APP)), secrets);
+}
