@@ -464,7 +464,7 @@ fn plain_sentinel(host: &str, primary: &str, password: &str, dir: &Path) -> Proc
         format!(
             "port 26379\nbind {host}\nsentinel resolve-hostnames yes\n\
              sentinel announce-hostnames yes\nsentinel monitor {APP} {primary} 6379 2\n\
-             requirepass {password}\n"
+             sentinel down-after-milliseconds {APP} 300\nrequirepass {password}\n"
         ),
     )
     .unwrap();
@@ -898,4 +898,81 @@ fn client_relation_broken_on_a_non_leader_does_nothing() {
         .iter()
         .any(|c| c.starts_with("secret-") && c != "secret-get"));
     assert_eq!(w.lock().unwrap().secret_ids(Some(APP)), secrets);
+}
+
+/// The leader's `leader-host` follows its own sentinel (the update-status fallback of the
+/// event-driven tracking, and a new leader's first look): a settled primary elsewhere is
+/// recorded; a primary the sentinel sees down, with no failover, leaves the record alone.
+#[test]
+fn the_leader_records_the_primary_its_sentinel_reports_only_when_settled() {
+    if !root() {
+        eprintln!("skipping: needs root for a mount namespace");
+        return;
+    }
+    if in_hosts_namespace(
+        "the_leader_records_the_primary_its_sentinel_reports_only_when_settled",
+        30,
+    ) {
+        return;
+    }
+    let w = world(2);
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    run(&mut s, "leader-elected");
+    assert_eq!(bag(&w, APP)["leader-host"], fqdn(0));
+    let spw = secret_value(&w, "sentinel-password");
+    let dir = tempfile::tempdir().unwrap();
+    let addr1 = unit_addr(30, 1);
+    // Unit 1's Redis (no password: all the sentinel needs is its PONG) and our own sentinel,
+    // which says unit 1 is primary.
+    let redis1 = spawn(
+        "redis-server",
+        &[
+            "--bind",
+            &addr1,
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir.path().display().to_string(),
+        ]
+        .map(String::from),
+    );
+    wait_port(&addr1, 6379);
+    let _sentinel = plain_sentinel(&unit_addr(30, 0), &fqdn(1), &spw, dir.path());
+
+    run(&mut s, "update-status");
+    assert_eq!(bag(&w, APP)["leader-host"], fqdn(1));
+
+    // A new leader's leader-elected takes the sentinel's view over a stale record.
+    set_bag(&w, APP, &[("leader-host", &fqdn(0))]);
+    run(&mut s, "leader-elected");
+    assert_eq!(bag(&w, APP)["leader-host"], fqdn(1));
+
+    // Unit 1's Redis dies; no failover (quorum 2, one sentinel): the sentinel flags it down
+    // and the leader keeps whatever is recorded rather than publish a dead or guessed host.
+    drop(redis1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let flags =
+            redis_k8s::redis_client::RedisConn::connect(&unit_addr(30, 0), 26379, Some(&spw))
+                .and_then(|mut c| c.sentinel_master(APP))
+                .ok()
+                .and_then(|m| m.get("flags").cloned())
+                .unwrap_or_default();
+        if flags.contains("s_down") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sentinel never saw the primary down: {flags}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    set_bag(&w, APP, &[("leader-host", &fqdn(0))]);
+    run(&mut s, "update-status");
+    assert_eq!(bag(&w, APP)["leader-host"], fqdn(0));
 }
