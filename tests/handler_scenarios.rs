@@ -976,3 +976,38 @@ fn the_leader_records_the_primary_its_sentinel_reports_only_when_settled() {
     run(&mut s, "update-status");
     assert_eq!(bag(&w, APP)["leader-host"], fqdn(0));
 }
+
+/// redis-peers-relation-changed on a non-leader whose app data holds junk (a leader-host
+/// that is no host name, a rotation record that is no JSON) and no passwords: both
+/// workloads wait, the event is deferred, nothing is pushed, and the hook succeeds.
+#[test]
+fn peer_changed_with_junk_app_data_waits_and_defers_on_a_non_leader() {
+    let w = world(2);
+    set_bag(
+        &w,
+        APP,
+        &[
+            ("leader-host", "$(reboot)"),
+            ("password-rotation", "[1,2"),
+            ("passwords-secret", "not a uri"),
+        ],
+    );
+    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble);
+    let r = s1
+        .run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U0))
+        .unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let st = status(&w, U1);
+    assert_eq!(st.status, StatusName::Waiting, "{st:?}");
+    assert!(
+        st.message == "Waiting for peer data to be updated"
+            || st.message == "Databag has not been populated",
+        "{st:?}"
+    );
+    assert_eq!(s1.state.stored.notices.len(), 1, "deferred");
+    for c in ["redis", "sentinel"] {
+        assert!(pebble.get(c).plan().services.is_empty(), "{c}");
+    }
+    assert!(!r.session.calls().iter().any(|c| c == "relation-set"));
+}
