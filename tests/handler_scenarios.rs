@@ -1011,3 +1011,90 @@ fn peer_changed_with_junk_app_data_waits_and_defers_on_a_non_leader() {
     }
     assert!(!r.session.calls().iter().any(|c| c == "relation-set"));
 }
+
+/// A running Redis that should be a replica (it came up as a primary, or the primary moved)
+/// follows the recorded primary by `REPLICAOF` at runtime on the next converging hook,
+/// without a restart; update-status then reports the live link. Real Redis for both units,
+/// started from the files the charm pushed.
+#[test]
+fn a_running_stale_primary_becomes_a_replica_at_runtime_without_a_restart() {
+    if !root() {
+        eprintln!("skipping: needs root for a mount namespace");
+        return;
+    }
+    if in_hosts_namespace(
+        "a_running_stale_primary_becomes_a_replica_at_runtime_without_a_restart",
+        40,
+    ) {
+        return;
+    }
+    use redis_k8s::redis_client::RedisConn;
+    let w = world(2);
+    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    run(&mut s0, "leader-elected");
+    run(&mut s0, "config-changed");
+    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    run(&mut s1, "config-changed");
+    let conf1 = pebble1.get("redis").file(CONF).unwrap().text();
+    assert!(
+        conf1.contains(&format!("\nreplicaof {} 6379\n", fqdn(0))),
+        "{conf1}"
+    );
+
+    let pw = secret_value(&w, "redis-password");
+    let (addr0, addr1) = (unit_addr(40, 0), unit_addr(40, 1));
+    let dir0 = tempfile::tempdir().unwrap();
+    let dir1 = tempfile::tempdir().unwrap();
+    let _redis0 = redis_from_rendered(
+        &pebble0.get("redis").file(CONF).unwrap().text(),
+        &addr0,
+        dir0.path(),
+    );
+    // Unit 1's Redis runs as a primary (say it started from an older file).
+    let stale: String = conf1
+        .lines()
+        .filter(|l| !l.starts_with("replicaof "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut redis1 = redis_from_rendered(&stale, &addr1, dir1.path());
+    let role = |addr: &str| {
+        RedisConn::connect(addr, 6379, Some(&pw))
+            .and_then(|mut c| c.info("replication"))
+            .expect("INFO replication")
+    };
+    assert_eq!(role(&addr1)["role"], "master");
+
+    let r = s1
+        .run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U0))
+        .unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let info = role(&addr1);
+    assert_eq!(info["role"], "slave");
+    assert_eq!(info["master_host"], fqdn(0));
+    assert!(redis1.0.try_wait().unwrap().is_none(), "not restarted");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while role(&addr1).get("master_link_status").map(String::as_str) != Some("up") {
+        assert!(
+            Instant::now() < deadline,
+            "the replica never linked: {:?}",
+            role(&addr1)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run(&mut s1, "update-status");
+    assert_eq!(
+        status(&w, U1),
+        StatusValue::active("replica, link up, sentinel unreachable")
+    );
+    // And the primary sees it.
+    run(&mut s0, "update-status");
+    assert!(
+        status(&w, U0)
+            .message
+            .starts_with("primary, 1 replica online"),
+        "{:?}",
+        status(&w, U0)
+    );
+}
