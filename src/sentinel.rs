@@ -175,60 +175,18 @@ fn unit_number(unit: &str) -> u64 {
 
 /// The run id of `unit`'s sentinel in `model`: SHA-1 of `<model>/<unit>` in hex (Sentinel
 /// wants 40 hex digits). Deterministic, so peers can name it in `known-sentinel` lines.
+/// SHA-1 only derives an identifier here, nothing secret; the digest is `ring`'s (legacy
+/// SHA-1 kept exactly for uses like this), and the value must never change: deployed
+/// sentinels are known to each other by it.
 pub fn sentinel_id(model: &str, unit: &str) -> String {
-    sha1(format!("{model}/{unit}").as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// SHA-1 (FIPS 180-4). Only an identifier is derived with it, nothing secret.
-fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
-    let mut msg = data.to_vec();
-    let bit_len = (data.len() as u64).wrapping_mul(8);
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&bit_len.to_be_bytes());
-    for block in msg.chunks_exact(64) {
-        let mut w = [0u32; 80];
-        for (i, word) in block.chunks_exact(4).enumerate() {
-            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        for i in 16..80 {
-            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e] = h;
-        for (i, wi) in w.iter().enumerate() {
-            let (f, k) = match i {
-                0..=19 => ((b & c) | (!b & d), 0x5A827999),
-                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
-                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
-                _ => (b ^ c ^ d, 0xCA62C1D6),
-            };
-            let t = a
-                .rotate_left(5)
-                .wrapping_add(f)
-                .wrapping_add(e)
-                .wrapping_add(k)
-                .wrapping_add(*wi);
-            e = d;
-            d = c;
-            c = b.rotate_left(30);
-            b = a;
-            a = t;
-        }
-        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
-            *x = x.wrapping_add(y);
-        }
-    }
-    let mut out = [0u8; 20];
-    for (i, x) in h.iter().enumerate() {
-        out[i * 4..i * 4 + 4].copy_from_slice(&x.to_be_bytes());
-    }
-    out
+    ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        format!("{model}/{unit}").as_bytes(),
+    )
+    .as_ref()
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect()
 }
 
 /// The `client-reconfig-script` (POSIX sh). Sentinel runs it as `redis` with
@@ -692,22 +650,16 @@ mod tests {
     }
 
     #[test]
-    fn sha1_matches_the_standard_vectors() {
-        let hex = |d: &[u8]| {
-            sha1(d)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        };
-        assert_eq!(hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
-        assert_eq!(hex(b"abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+    fn sentinel_ids_are_pinned() {
+        // Deployed sentinels know each other by these ids (`known-sentinel` lines): the
+        // derivation must never change. Values from `printf 'm/redis-k8s/0' | sha1sum`.
         assert_eq!(
-            hex(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
-            "84983e441c3bd26ebaae4aa1f95129e5e54670f1"
+            sentinel_id("m", "redis-k8s/0"),
+            "217082086a3fe534ff0eae3b1c0969a8bb6ab91f"
         );
         assert_eq!(
-            hex(&[b'a'; 1000]),
-            "291e9a6c66994949b57ba5e650361e98fc36b1ba"
+            sentinel_id("test-model", "redis-k8s/2"),
+            "bfa57a77aae851401669403e0388bb28baafd5bb"
         );
     }
 
