@@ -333,13 +333,23 @@ fn with_note(message: String, note: Option<&str>) -> String {
     }
 }
 
+/// A phase that has waited this long (seconds) gets its age in the note: the units are
+/// stuck, not merely between two hooks.
+pub const ROTATION_STALL_SECONDS: u64 = 120;
+
 /// The leader's note while a password rotation waits for units to apply a phase, e.g.
-/// `password rotation waiting for redis-k8s/2 (phase switch)`: a unit whose workloads
-/// cannot take the new passwords holds the rotation back (the old password stays accepted),
-/// and the operator must see which one rather than find it in the leader's log.
-pub fn rotation_waiting_note(units: &[String], phase: &str) -> String {
+/// `password rotation waiting for redis-k8s/2 (phase switch)`, or once it has waited
+/// [`ROTATION_STALL_SECONDS`], `... (phase switch, for 15m)`: a unit whose workloads cannot
+/// take the new passwords holds the rotation back (the old password stays accepted), and the
+/// operator must see which one rather than find it in the leader's log.
+pub fn rotation_waiting_note(units: &[String], phase: &str, waited_secs: u64) -> String {
+    let age = if waited_secs >= ROTATION_STALL_SECONDS {
+        format!(", for {}m", waited_secs / 60)
+    } else {
+        String::new()
+    };
     format!(
-        "password rotation waiting for {} (phase {phase})",
+        "password rotation waiting for {} (phase {phase}{age})",
         units.join(", ")
     )
 }
@@ -545,6 +555,19 @@ mod tests {
         assert_eq!(
             sentinel_summary(&SentinelHealth::NotReady),
             "sentinel not ready"
+        );
+    }
+
+    #[test]
+    fn a_stalled_rotation_note_says_for_how_long() {
+        let units = vec!["redis-k8s/1".to_string(), "redis-k8s/2".to_string()];
+        assert_eq!(
+            rotation_waiting_note(&units, "add", 5),
+            "password rotation waiting for redis-k8s/1, redis-k8s/2 (phase add)"
+        );
+        assert_eq!(
+            rotation_waiting_note(&units[1..], "switch", 905),
+            "password rotation waiting for redis-k8s/2 (phase switch, for 15m)"
         );
     }
 

@@ -650,6 +650,7 @@ fn advance_rotation(
         charm.health.rotation_note = Some(crate::health::rotation_waiting_note(
             &waiting,
             rot.phase.as_str(),
+            unix_now().saturating_sub(rot.since),
         ));
         return Ok(());
     }

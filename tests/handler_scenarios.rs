@@ -378,6 +378,24 @@ fn a_rotation_waiting_for_a_unit_names_it_in_the_leaders_status() {
     }
     run(&mut s0, "config-changed");
     assert_eq!(status(&w, U0), StatusValue::active("primary"));
+    // A phase stuck for a quarter of an hour says so.
+    let mut rotation: serde_json::Value =
+        serde_json::from_str(&bag(&w, APP)["password-rotation"]).unwrap();
+    assert_eq!(rotation["phase"], "switch");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    rotation["since"] = serde_json::json!(now - 905);
+    set_bag(&w, APP, &[("password-rotation", &rotation.to_string())]);
+    set_bag(&w, U2, &[("password-rotation-ack", "1:add")]);
+    run(&mut s0, "config-changed");
+    assert_eq!(
+        status(&w, U0),
+        StatusValue::active(
+            "primary; password rotation waiting for redis-k8s/2 (phase switch, for 15m)"
+        )
+    );
     // A non-leader never reports the leader's bookkeeping.
     let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
