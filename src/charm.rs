@@ -179,6 +179,16 @@ impl Charm for RedisK8sCharm {
             "_on_primary_changed",
             sentinel::on_custom_notice,
         );
+        // After a failover the new primary's unit stops its witness (crate::witness).
+        o.observe(
+            "sentinel_pebble_custom_notice",
+            &root,
+            "_witness_on_primary_changed",
+            |c, fw, ev| match ev.notice_key() {
+                Some(PRIMARY_CHANGED_NOTICE) => crate::witness::converge(c, fw),
+                _ => Ok(()),
+            },
+        );
         // After it: the leader mirrors the new primary into the k8s Services' pod labels.
         o.observe(
             "sentinel_pebble_custom_notice",
@@ -295,6 +305,8 @@ impl RedisK8sCharm {
         let sentinel = sentinel::converge(self, fw)?;
         let defer_redis = self.report(redis);
         let defer_sentinel = self.report(sentinel);
+        // Two units: the replica's second sentinel (see crate::witness).
+        crate::witness::converge(self, fw)?;
         crate::passwords::apply_and_ack(self, fw, false)?;
         if fw.model().is_leader()? {
             // This unit's own acknowledgement may complete a rotation phase.
@@ -407,6 +419,7 @@ impl RedisK8sCharm {
             client_relation::publish(self, fw)?;
         }
         redis_server::refresh_min_replicas(self, fw)?;
+        crate::witness::converge(self, fw)?;
         let health = redis_server::health(self, fw)?;
         self.report(health);
         Ok(())

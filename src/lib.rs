@@ -24,4 +24,5 @@ pub mod sentinel;
 pub mod sim;
 pub mod switchover;
 pub mod templates;
+pub mod witness;
 pub mod workload;

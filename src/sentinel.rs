@@ -121,10 +121,12 @@ pub struct KnownPeers {
     pub known_sentinels: Vec<KnownSentinel>,
 }
 
-/// Another unit's sentinel: its host name and run id.
+/// Another sentinel: its host name, port and run id (a unit's sentinel on
+/// [`SENTINEL_PORT`], the two-unit witness on [`crate::witness::WITNESS_PORT`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KnownSentinel {
     pub host: String,
+    pub port: u16,
     pub id: String,
 }
 
@@ -154,6 +156,7 @@ impl KnownPeers {
             if unit != own_unit {
                 known_sentinels.push(KnownSentinel {
                     host,
+                    port: SENTINEL_PORT,
                     id: sentinel_id(model, unit),
                 });
             }
@@ -394,30 +397,9 @@ pub fn converge(
              failover at update-status"
         );
     }
-    let config = SentinelConfig {
-        hostname: &topo.fqdn,
-        bind: &topo.bind,
-        master_name: &fw.ctx.app_name,
-        sentinel_port: SENTINEL_PORT,
-        redis_master: &primary,
-        redis_port: REDIS_PORT,
-        quorum,
-        down_after_ms: cfg.down_after_ms,
-        failover_timeout_ms: cfg.failover_timeout_ms,
-        master_password: topo.peer.admin_password(),
-        sentinel_password: topo.peer.sentinel_password.as_deref().unwrap_or_default(),
-        log_level: cfg.log_level.as_str(),
-    };
-    let rendered = templates::render(
-        &fw.ctx.charm_dir,
-        "sentinel.conf",
-        SentinelConfFile {
-            config,
-            client_reconfig_script: NOTIFY_PRIMARY_SCRIPT_PATH,
-            sentinel_hashes: sentinel_hashes(&topo.peer),
-            peers: known_peers(fw, &topo, &primary, &cfg.cluster_domain)?,
-        },
-    )?;
+    let mut peers = known_peers(fw, &topo, &primary, &cfg.cluster_domain)?;
+    crate::witness::add_known_witness(fw, &mut peers, &primary, &cfg.cluster_domain)?;
+    let rendered = render_conf(fw, &topo, &cfg, &primary, SENTINEL_PORT, quorum, peers)?;
     if let Err(e) = write_config(&*pebble, SENTINEL_CONFIG_PATH, &rendered) {
         return Ok(pebble_outcome(SENTINEL_CONTAINER, &e));
     }
@@ -434,6 +416,44 @@ pub fn converge(
         return Ok(pebble_outcome(SENTINEL_CONTAINER, &e));
     }
     Ok(Outcome::Done)
+}
+
+/// Render `sentinel.conf.j2` for a sentinel of this unit on `port`, run id and peers from
+/// `peers`: the unit's own sentinel and the two-unit witness ([`crate::witness`]) share it,
+/// so they differ only in port and id.
+pub fn render_conf(
+    fw: &Framework<'_>,
+    topo: &crate::charm::Topology,
+    cfg: &crate::config::CharmConfig,
+    primary: &str,
+    port: u16,
+    quorum: usize,
+    peers: KnownPeers,
+) -> Result<String, HandlerError> {
+    let config = SentinelConfig {
+        hostname: &topo.fqdn,
+        bind: &topo.bind,
+        master_name: &fw.ctx.app_name,
+        sentinel_port: port,
+        redis_master: primary,
+        redis_port: REDIS_PORT,
+        quorum,
+        down_after_ms: cfg.down_after_ms,
+        failover_timeout_ms: cfg.failover_timeout_ms,
+        master_password: topo.peer.admin_password(),
+        sentinel_password: topo.peer.sentinel_password.as_deref().unwrap_or_default(),
+        log_level: cfg.log_level.as_str(),
+    };
+    Ok(templates::render(
+        &fw.ctx.charm_dir,
+        "sentinel.conf",
+        SentinelConfFile {
+            config,
+            client_reconfig_script: NOTIFY_PRIMARY_SCRIPT_PATH,
+            sentinel_hashes: sentinel_hashes(&topo.peer),
+            peers,
+        },
+    )?)
 }
 
 /// The hashes of every password Sentinel accepts: from the secret, or the plain password
@@ -463,7 +483,7 @@ pub fn write_config(pebble: &dyn Pebble, path: &str, content: &str) -> Result<()
 }
 
 /// The peers this unit's fresh sentinel is told about ([`KnownPeers`]).
-fn known_peers(
+pub(crate) fn known_peers(
     fw: &Framework<'_>,
     topo: &crate::charm::Topology,
     primary: &str,
