@@ -326,8 +326,14 @@ pub fn current_primary(
     if topo.peer_fqdns.is_empty() {
         return Ok(recorded);
     }
+    // Two units: the witness votes too (see crate::witness::ask_with_witness).
+    let view = if fw.model().planned_units()? == crate::witness::WITNESS_UNITS {
+        crate::witness::ask_with_witness(&topo, &fw.ctx.app_name, password)
+    } else {
+        ask_sentinels(&topo.peer_fqdns, &fw.ctx.app_name, password)
+    };
     Ok(
-        match ask_sentinels(&topo.peer_fqdns, &fw.ctx.app_name, password) {
+        match view {
             SentinelView::Agreed(host) => Some(host),
             SentinelView::Unreachable => recorded,
             SentinelView::Disagree(votes) => {

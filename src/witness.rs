@@ -26,7 +26,8 @@ use crate::charm::{own_address, RedisK8sCharm, Topology};
 use crate::literals::*;
 use crate::ops::framework::{Framework, HandlerError};
 use crate::ops::pebble::{Layer, Pebble, PebbleError, ServiceAction};
-use crate::redis_client::RedisConn;
+use crate::primary::SentinelView;
+use crate::redis_client::{value_to_string, RedisConn};
 use crate::sentinel::{sentinel_id, KnownPeers, KnownSentinel, Sentinel};
 
 /// The witness's Pebble service (and layer label) in the sentinel container.
@@ -312,6 +313,38 @@ fn settled_as_primary(topo: &Topology, app: &str) -> bool {
         Err(_) => true,
     };
     unit_ok && witness_ok
+}
+
+/// Who the primary is, asked of the other units' sentinels AND the witness (wherever it
+/// runs: on our own pod or a peer's), a strict majority of the answers deciding.
+///
+/// With two units the other unit's sentinel alone is not enough: after the primary's pod
+/// died it is gone with it, and the fallback (the recorded `leader-host`, which the dead
+/// leader cannot update) would make the freshly promoted replica follow the dead primary
+/// again. The witness took part in that failover and names the new primary.
+pub fn ask_with_witness(topo: &Topology, app: &str, password: &str) -> SentinelView {
+    let mut targets: Vec<(String, u16)> = topo
+        .peer_fqdns
+        .iter()
+        .map(|h| (h.clone(), SENTINEL_PORT))
+        .collect();
+    targets.push((own_address(topo), WITNESS_PORT));
+    targets.extend(topo.peer_fqdns.iter().map(|h| (h.clone(), WITNESS_PORT)));
+    let mut votes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut answered = 0usize;
+    for (host, port) in &targets {
+        let answer = RedisConn::connect(host, *port, Some(password))
+            .and_then(|mut c| c.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", app]));
+        match answer {
+            Ok(redis::Value::Array(items)) if !items.is_empty() => {
+                answered += 1;
+                *votes.entry(value_to_string(&items[0])).or_default() += 1;
+            }
+            Ok(_) => answered += 1,
+            Err(e) => tracing::debug!(%host, port, error = %e, "sentinel did not answer"),
+        }
+    }
+    crate::primary::decide(votes, answered)
 }
 
 /// Whether any other unit's databag says its witness runs.

@@ -1,0 +1,168 @@
+//! End to end: a two-unit deployment fails over thanks to the witness sentinel
+//! ([`redis_k8s::witness`]), on the local model with real redis-server and sentinel
+//! processes and the real `redis-k8s` dispatch.
+//!
+//! Two units, down-after 2 s: the replica's unit runs the witness (26380) and every sentinel
+//! counts two others; kill the primary's pod → the replica becomes primary, the peer
+//! `leader-host` names it, the old pod comes back as a replica and the witness moves to it;
+//! then kill the new primary → it fails over back.
+
+mod common;
+
+use common::{eventually, fqdn_of, get, redis, Model, APP, CHARM_BIN};
+use redis_k8s::sentinel::Sentinel;
+use redis_k8s::witness::WITNESS_PORT;
+
+const MODEL: &str = "two";
+const SUBNET: &str = "127.0.79";
+
+/// `SENTINEL MASTER` fields of the sentinel at `addr:port`.
+fn master_field(addr: &str, port: u16, spw: &str, key: &str) -> Option<String> {
+    let r = redis(addr, port, Some(spw), &[&["SENTINEL", "MASTER", APP]])?;
+    let common::Resp::Array(fields) = &r[0] else {
+        return None;
+    };
+    fields
+        .chunks(2)
+        .find(|c| c[0].text() == key)
+        .map(|c| c[1].text())
+}
+
+/// Does anything listen on `addr:port`?
+fn listens(addr: &str, port: u16) -> bool {
+    std::net::TcpStream::connect((addr, port)).is_ok()
+}
+
+/// The witness runs on `replica` (and not on `primary`), and all three sentinels know the
+/// two others and the one replica.
+fn witness_settled_on(m: &Model, replica: &str, primary: &str, spw: &str) -> bool {
+    let _ = m;
+    if listens(primary, WITNESS_PORT) || !listens(replica, WITNESS_PORT) {
+        return false;
+    }
+    [(primary, 26379), (replica, 26379), (replica, WITNESS_PORT)]
+        .iter()
+        .all(|(a, p)| {
+            master_field(a, *p, spw, "num-other-sentinels").as_deref() == Some("2")
+                && master_field(a, *p, spw, "num-slaves").as_deref() == Some("1")
+        })
+}
+
+/// The peer app data's `leader-host` as `unit` sees it.
+fn peer_leader_host(m: &Model, unit: &str) -> String {
+    let shown: serde_yaml::Value = match serde_yaml::from_str(&m.ok(&["show-unit", unit])) {
+        Ok(v) => v,
+        Err(_) => return String::new(),
+    };
+    shown[unit]["relation-info"]
+        .as_sequence()
+        .and_then(|r| r.iter().find(|r| r["endpoint"] == "redis-peers"))
+        .and_then(|r| r["application-data"]["leader-host"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The unit (and address) that is primary and is not `old`, once there is one.
+fn new_primary(m: &Model, old: &str, secs: u64) -> (String, String) {
+    let mut found = None;
+    eventually(&format!("a primary other than {old}"), secs, || {
+        found = m
+            .roles()
+            .into_iter()
+            .find(|r| r.2 == "primary" && r.0 != old)
+            .map(|r| (r.0, r.1));
+        found.is_some()
+    });
+    found.unwrap_or_default()
+}
+
+/// Kill the primary's pod; the replica takes over, the pod comes back as a replica and the
+/// witness moves to it. Returns the new primary (unit, address).
+fn kill_primary_and_fail_over(
+    m: &Model,
+    primary: &str,
+    paddr: &str,
+    pw: &str,
+    spw: &str,
+) -> (String, String) {
+    let t0 = std::time::Instant::now();
+    m.ok(&["kill-pod", primary]);
+    let (newp, naddr) = new_primary(m, primary, 90);
+    eprintln!(
+        "two units: {primary}'s pod killed, {newp} primary after {} ms",
+        t0.elapsed().as_millis()
+    );
+    assert_eq!(get(&naddr, pw, "two-key"), "v1");
+    eventually("the peer leader-host names the new primary", 120, || {
+        let h = peer_leader_host(m, &newp);
+        h == fqdn_of(&newp, MODEL) || h == naddr
+    });
+    m.ok(&["wait", "--timeout", "120"]);
+    let (again, _) = m.wait_roles(1, None, 90);
+    assert_eq!(
+        again, newp,
+        "the returning pod must not take the primary back"
+    );
+    eventually("the witness moved to the old primary's pod", 120, || {
+        witness_settled_on(m, paddr, &naddr, spw)
+    });
+    eprintln!(
+        "two units: witness on {primary} and 3 sentinels {} ms after the kill",
+        t0.elapsed().as_millis()
+    );
+    (newp, naddr)
+}
+
+#[test]
+fn two_units_fail_over_with_the_witness() {
+    let m = Model::new(MODEL).with_subnet(SUBNET);
+    m.ok(&[
+        "deploy",
+        common::ROOT,
+        "-n",
+        "2",
+        "--dispatch",
+        CHARM_BIN,
+        "--subnet",
+        SUBNET,
+        "--update-status-interval",
+        "5",
+        "--wait",
+        "--timeout",
+        "180",
+    ]);
+    m.ok(&[
+        "config",
+        APP,
+        "sentinel-down-after-milliseconds=2000",
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    let (primary, paddr) = m.wait_roles(1, None, 60);
+    let pw = m.password();
+    let spw = m.sentinel_password();
+    let (_, raddr, _) = m
+        .roles()
+        .into_iter()
+        .find(|r| r.2 == "replica")
+        .expect("a replica");
+    eventually(
+        "the witness runs on the replica's pod; 3 sentinels",
+        120,
+        || witness_settled_on(&m, &raddr, &paddr, &spw),
+    );
+    for (a, p) in [(&paddr, 26379), (&raddr, 26379), (&raddr, WITNESS_PORT)] {
+        assert_eq!(master_field(a, p, &spw, "quorum").as_deref(), Some("2"));
+    }
+    let set = redis(&paddr, 6379, Some(&pw), &[&["SET", "two-key", "v1"]]).expect("set");
+    assert_eq!(set[0], common::Resp::Simple("OK".into()));
+    eventually("replicated", 20, || get(&raddr, &pw, "two-key") == "v1");
+
+    let (newp, naddr) = kill_primary_and_fail_over(&m, &primary, &paddr, &pw, &spw);
+    assert_ne!(newp, primary);
+    // And back: the new primary's pod dies; the old one (now with the witness) takes over.
+    let (back, _) = kill_primary_and_fail_over(&m, &newp, &naddr, &pw, &spw);
+    assert_eq!(back, primary);
+    assert!(Sentinel::in_majority(&paddr, &spw, APP).unwrap_or(false));
+}
