@@ -6,9 +6,7 @@
 //! `prometheus-redis-exporter` processes on 127.0.93.x, each killed by a drop guard.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis_k8s::charm::RedisK8sCharm;
@@ -16,120 +14,10 @@ use redis_k8s::health::{EXPORTER_PASSWORD_PATH, EXPORTER_SERVICE};
 use redis_k8s::ops::hookcmds::{StatusName, StatusValue};
 use redis_k8s::ops::testing::harness::Scenario;
 use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
-use redis_k8s::ops::testing::world::{CharmMeta, HookInfo, World};
+use redis_k8s::ops::testing::world::HookInfo;
 
-const APP: &str = "redis-k8s";
-const CONF: &str = "/etc/redis-server/redis.conf";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `n` units of the app; unit 0 leads.
-fn world(n: usize) -> Arc<Mutex<World>> {
-    let mut w = World::new("scn");
-    w.add_app(APP, CharmMeta::load(repo()).expect("charm metadata"))
-        .unwrap();
-    for _ in 0..n {
-        w.add_unit(APP).unwrap();
-    }
-    w.set_leader("redis-k8s/0");
-    Arc::new(Mutex::new(w))
-}
-
-fn set_config(w: &Arc<Mutex<World>>, pairs: &[(&str, serde_json::Value)]) {
-    let mut w = w.lock().unwrap();
-    let mut cfg = w.config(APP);
-    for (k, v) in pairs {
-        cfg.insert(k.to_string(), v.clone());
-    }
-    w.set_config(APP, cfg).unwrap();
-}
-
-fn status(w: &Arc<Mutex<World>>, unit: &str) -> StatusValue {
-    w.lock().unwrap().unit_status(unit)
-}
-
-/// Run `hook` (no relation) and check that the dispatch succeeded.
-fn run(s: &mut Scenario<'_>, hook: &str) {
-    let r = s
-        .run::<RedisK8sCharm>(&format!("hooks/{hook}"), HookInfo::default())
-        .unwrap();
-    assert!(r.error.is_none(), "{hook}: {:?}", r.error);
-}
-
-// ----- real processes -------------------------------------------------------------------
-
-/// A process killed (and reaped) when dropped, whatever the test did.
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(program: &str, args: &[String]) -> Proc {
-    Proc(
-        std::process::Command::new(program)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {program}: {e}")),
-    )
-}
-
-fn wait_port(host: &str, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect((host, port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{host}:{port} never listened");
-}
-
-/// Start a real redis-server from a redis.conf the charm rendered, moved onto `host` and a
-/// scratch directory (the container paths do not exist here).
-fn redis_from_rendered(conf: &str, host: &str, dir: &Path) -> Proc {
-    let adapted: String = conf
-        .lines()
-        .map(|l| {
-            if l.starts_with("bind ") {
-                format!("bind {host}")
-            } else if l.starts_with("dir ") {
-                format!("dir {}", dir.display())
-            } else if l.starts_with("logfile ") {
-                "logfile \"\"".to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let path = dir.join("redis.conf");
-    std::fs::write(&path, adapted + "\n").unwrap();
-    let p = spawn("redis-server", &[path.display().to_string()]);
-    wait_port(host, 6379);
-    p
-}
-
-/// One HTTP GET of `/metrics`; the body.
-fn scrape(host: &str, port: u16) -> String {
-    let mut s = std::net::TcpStream::connect((host, port)).expect("exporter listens");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.0\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
+mod scenario_support;
+use scenario_support::*;
 
 // ----- task: the exporter scrapes in both auth modes -------------------------------------
 
@@ -224,61 +112,6 @@ fn exporter_scrapes_with_allow_no_auth() {
 #[test]
 fn exporter_scrapes_with_passwords() {
     exporter_scrapes(false, "127.0.93.2");
-}
-
-// ----- helpers on the peer relation -------------------------------------------------------
-
-const U0: &str = "redis-k8s/0";
-const U1: &str = "redis-k8s/1";
-const U2: &str = "redis-k8s/2";
-
-fn peer_id(w: &Arc<Mutex<World>>) -> u32 {
-    w.lock()
-        .unwrap()
-        .peer_relation_id(APP, "redis-peers")
-        .unwrap()
-}
-
-fn bag(w: &Arc<Mutex<World>>, owner: &str) -> BTreeMap<String, String> {
-    let id = peer_id(w);
-    w.lock().unwrap().relation_data(id, owner)
-}
-
-fn set_bag(w: &Arc<Mutex<World>>, owner: &str, pairs: &[(&str, &str)]) {
-    let id = peer_id(w);
-    let mut wl = w.lock().unwrap();
-    let mut data = wl.relation_data(id, owner);
-    for (k, v) in pairs {
-        if v.is_empty() {
-            data.remove(*k);
-        } else {
-            data.insert(k.to_string(), v.to_string());
-        }
-    }
-    wl.set_relation_data(id, owner, data);
-}
-
-fn peer_changed(w: &Arc<Mutex<World>>, remote: &str) -> HookInfo {
-    HookInfo {
-        hook_name: "redis-peers-relation-changed".into(),
-        relation_id: Some(peer_id(w)),
-        remote_unit: Some(remote.into()),
-        remote_app: Some(APP.into()),
-        ..HookInfo::default()
-    }
-}
-
-fn action(name: &str, params: &[(&str, &str)]) -> HookInfo {
-    HookInfo {
-        action: Some(redis_k8s::ops::testing::world::ActionInvocation {
-            name: name.into(),
-            params: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
-                .collect(),
-        }),
-        ..HookInfo::default()
-    }
 }
 
 // ----- task: a non-leader that cannot read the passwords secret ---------------------------
@@ -410,102 +243,6 @@ fn a_rotation_waiting_for_a_unit_names_it_in_the_leaders_status() {
 
 // ----- real Redis and Sentinel behind the units' names -------------------------------------
 
-/// The unit's address in the namespaced tests: `redis-k8s/<n>` is 127.0.93.<base + n>.
-fn unit_addr(base: u8, n: u8) -> String {
-    format!("127.0.93.{}", base + n)
-}
-
-fn fqdn(n: u8) -> String {
-    format!("redis-k8s-{n}.redis-k8s-endpoints.scn.svc.cluster.local")
-}
-
-/// Run the calling test again in a private mount namespace whose `/etc/hosts` resolves the
-/// three units' pod names to 127.0.93.<base + n>, as a pod's resolver would: the charm finds
-/// its own address and its peers' sentinels by name. Returns `true` in the parent, which has
-/// checked that the child ran exactly this test and passed (the caller just returns);
-/// `false` in the child, which goes on with the test body. Processes the child starts live
-/// in its namespace and are reaped by its drop guards.
-fn in_hosts_namespace(test: &str, base: u8) -> bool {
-    if std::env::var_os("HANDLER_SCENARIOS_NS").is_some() {
-        return false;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let hosts = dir.path().join("hosts");
-    let mut text = "127.0.0.1 localhost\n".to_string();
-    for n in 0..3 {
-        text.push_str(&format!("{} {}\n", unit_addr(base, n), fqdn(n)));
-    }
-    std::fs::write(&hosts, text).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
-        .arg("mount --bind \"$HOSTS_FILE\" /etc/hosts && exec \"$0\" \"$@\"")
-        .arg(&exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("HOSTS_FILE", &hosts)
-        .env("HANDLER_SCENARIOS_NS", "1")
-        .output()
-        .expect("unshare (util-linux) runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "{test} in its namespace:\n{text}"
-    );
-    true
-}
-
-/// Start a real sentinel from a sentinel.conf the charm rendered (without the notify script,
-/// which lives in the container), in `dir`.
-fn sentinel_from_rendered(conf: &str, host: &str, dir: &Path) -> Proc {
-    let adapted: String = conf
-        .lines()
-        .filter(|l| !l.starts_with("sentinel client-reconfig-script"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let path = dir.join("sentinel.conf");
-    std::fs::write(&path, adapted + "\n").unwrap();
-    let p = spawn(
-        "redis-server",
-        &[path.display().to_string(), "--sentinel".to_string()],
-    );
-    wait_port(host, 26379);
-    p
-}
-
-/// A plain sentinel on `host` monitoring `primary` (a pod name), with the app's sentinel
-/// password: another unit's sentinel, as far as this unit can tell.
-fn plain_sentinel(host: &str, primary: &str, password: &str, dir: &Path) -> Proc {
-    let path = dir.join(format!("sentinel-{host}.conf"));
-    std::fs::write(
-        &path,
-        format!(
-            "port 26379\nbind {host}\nsentinel resolve-hostnames yes\n\
-             sentinel announce-hostnames yes\nsentinel monitor {APP} {primary} 6379 2\n\
-             sentinel down-after-milliseconds {APP} 300\nrequirepass {password}\n"
-        ),
-    )
-    .unwrap();
-    let p = spawn(
-        "redis-server",
-        &[path.display().to_string(), "--sentinel".to_string()],
-    );
-    wait_port(host, 26379);
-    p
-}
-
-fn secret_value(w: &Arc<Mutex<World>>, key: &str) -> String {
-    let uri = bag(w, APP)["passwords-secret"].clone();
-    w.lock().unwrap().secret_content(&uri).expect("the secret")[key].clone()
-}
-
-fn root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
 /// update-status and check-service on a one-unit deployment whose Redis and Sentinel really
 /// run (from the files the charm pushed): the status names role, replication and quorum;
 /// Redis gone → waiting, and check-service says so; back → active again.
@@ -530,11 +267,7 @@ fn update_status_and_check_service_against_real_redis_and_sentinel() {
     run(&mut s, "sentinel-pebble-ready");
     let conf = pebble.get("redis").file(CONF).unwrap().text();
     assert!(conf.contains(&format!("bind {host}\n")), "{conf}");
-    let sconf = pebble
-        .get("sentinel")
-        .file("/etc/redis-server/sentinel.conf")
-        .unwrap()
-        .text();
+    let sconf = pebble.get("sentinel").file(SENTINEL_CONF).unwrap().text();
 
     // Nothing answers yet: update-status waits for Redis (no crash, no defer).
     run(&mut s, "update-status");
@@ -631,10 +364,7 @@ fn a_starting_unit_follows_the_sentinels_majority_and_waits_while_they_disagree(
     // The sentinel path waits the same way.
     run(&mut s, "sentinel-pebble-ready");
     assert_eq!(status(&w, U0).status, StatusName::Waiting);
-    assert!(pebble
-        .get("sentinel")
-        .file("/etc/redis-server/sentinel.conf")
-        .is_none());
+    assert!(pebble.get("sentinel").file(SENTINEL_CONF).is_none());
     drop(s1);
 }
 
@@ -796,7 +526,7 @@ fn upgrade_charm_converges_both_containers_again() {
     run(&mut s, "upgrade-charm");
     for (c, svc, file) in [
         ("redis", "redis", CONF),
-        ("sentinel", "sentinel", "/etc/redis-server/sentinel.conf"),
+        ("sentinel", "sentinel", SENTINEL_CONF),
     ] {
         let p = pebble.get(c);
         assert!(p.file(file).is_some(), "{c}: {file}");
@@ -880,19 +610,7 @@ fn switchover_refuses_a_malformed_unit_and_an_unknown_primary() {
 #[test]
 fn client_relation_broken_on_a_non_leader_does_nothing() {
     let w = world(2);
-    let client = CharmMeta::from_yaml(
-        "name: client\nrequires:\n  cache:\n    interface: redis\n",
-        "",
-        "",
-    )
-    .unwrap();
-    let rel = {
-        let mut wl = w.lock().unwrap();
-        wl.add_app("client", client).unwrap();
-        wl.add_unit("client").unwrap();
-        wl.add_relation((APP, "redis"), ("client", "cache"))
-            .unwrap()
-    };
+    let rel = add_client(&w);
     let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
     run(&mut s0, "leader-elected");
@@ -900,12 +618,7 @@ fn client_relation_broken_on_a_non_leader_does_nothing() {
     let secrets = w.lock().unwrap().secret_ids(Some(APP));
     let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
-    let hook = HookInfo {
-        hook_name: "redis-relation-broken".into(),
-        relation_id: Some(rel),
-        remote_app: Some("client".into()),
-        ..HookInfo::default()
-    };
+    let hook = client_hook("broken", rel, None);
     let r = s1
         .run::<RedisK8sCharm>("hooks/redis-relation-broken", hook)
         .unwrap();
