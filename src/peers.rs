@@ -129,6 +129,57 @@ impl PeerAppData {
     }
 }
 
+/// Unit databag key: this unit's Redis replication link, as it last converged (see
+/// [`ReplicaLink`]). Written by replicas only when it changes, so the primary's unit gets
+/// `redis-peers-relation-changed` the moment a replica is in sync and can turn
+/// `min-replicas-to-write` on at once instead of at the next update-status.
+pub const KEY_REPLICA_LINK: &str = "replica-link";
+
+/// A replica's view of its link to the primary, recorded in its unit databag as
+/// `<up|down> <primary> <run-id>`. The run id is the replica's Redis `run_id`, so a
+/// restarted replica that syncs again writes a new value (and the primary hears of it) even
+/// when it follows the same primary as before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaLink {
+    /// `master_link_status:up` (the initial sync is done and the link works).
+    pub up: bool,
+    /// The primary it replicates from (as `master_host` names it).
+    pub primary: String,
+    /// The replica's Redis `run_id`.
+    pub run_id: String,
+}
+
+impl ReplicaLink {
+    /// The databag value.
+    pub fn to_value(&self) -> String {
+        let state = if self.up { "up" } else { "down" };
+        format!("{state} {} {}", self.primary, self.run_id)
+    }
+
+    /// Parse a databag value; junk (another format, a bad host name) is `None`.
+    pub fn parse(value: &str) -> Option<ReplicaLink> {
+        let mut words = value.split_whitespace();
+        let up = match words.next()? {
+            "up" => true,
+            "down" => false,
+            _ => return None,
+        };
+        let primary = words.next().filter(|h| is_hostname(h))?.to_string();
+        let run_id = words
+            .next()
+            .filter(|r| r.chars().all(|c| c.is_ascii_alphanumeric()))?
+            .to_string();
+        if words.next().is_some() {
+            return None;
+        }
+        Some(ReplicaLink {
+            up,
+            primary,
+            run_id,
+        })
+    }
+}
+
 /// A DNS name or IP address: letters, digits, `-`, `.`, `:`.
 pub fn is_hostname(s: &str) -> bool {
     !s.is_empty()
@@ -201,6 +252,32 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn replica_links_round_trip_and_junk_is_rejected() {
+        let l = ReplicaLink {
+            up: true,
+            primary: "redis-k8s-0.redis-k8s-endpoints.m.svc.cluster.local".into(),
+            run_id: "0123abcd".into(),
+        };
+        assert_eq!(
+            l.to_value(),
+            "up redis-k8s-0.redis-k8s-endpoints.m.svc.cluster.local 0123abcd"
+        );
+        assert_eq!(ReplicaLink::parse(&l.to_value()), Some(l.clone()));
+        let down = ReplicaLink { up: false, ..l };
+        assert_eq!(ReplicaLink::parse(&down.to_value()), Some(down));
+        for junk in [
+            "",
+            "up",
+            "up host",
+            "sideways host id",
+            "up bad!host id",
+            "up h id x",
+        ] {
+            assert_eq!(ReplicaLink::parse(junk), None, "{junk:?}");
+        }
     }
 
     #[test]

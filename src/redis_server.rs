@@ -1,11 +1,14 @@
 //! The redis container: `redis.conf`, the `redis` layer, and the unit's replication role.
 
+use std::time::{Duration, Instant};
+
 use serde::Serialize;
 
 use crate::charm::{own_address, Outcome, RedisK8sCharm};
 use crate::literals::*;
 use crate::ops::framework::{EventHandle, Framework, HandlerError, HandlerResult};
 use crate::ops::pebble::{Layer, Pebble, PebbleError};
+use crate::peers::{ReplicaLink, KEY_REPLICA_LINK};
 use crate::redis_client::RedisConn;
 use crate::sentinel::{current_primary, pebble_outcome, write_config};
 use crate::templates;
@@ -68,10 +71,31 @@ pub fn on_pebble_ready(
     Ok(())
 }
 
+/// How long a replica's hook waits for its link to come up right after it started Redis or
+/// pointed it at another primary (an empty or small data set syncs in well under a second).
+const REPLICA_LINK_WAIT: Duration = Duration::from_secs(5);
+/// How long a primary's hook waits for a replica that reported its link up (in its unit
+/// databag) to show as `state=online` in our own `INFO replication` (they agree within
+/// milliseconds; the wait only covers the race).
+const ANNOUNCED_REPLICA_WAIT: Duration = Duration::from_secs(3);
+/// How long a primary that has just started waits for a replica that is configured to follow
+/// it (its unit databag says so) to connect and sync: a replica retries once a second.
+const STARTED_PRIMARY_WAIT: Duration = Duration::from_secs(5);
+
 /// Make the redis container run Redis with the right config and role.
 pub fn converge(
     charm: &mut RedisK8sCharm,
     fw: &mut Framework<'_>,
+) -> Result<Outcome, HandlerError> {
+    converge_pass(charm, fw, false)
+}
+
+/// [`converge`]; `again` is the second pass after a fresh primary found its replica in sync
+/// (it then only re-renders and applies min-replicas, never starts Redis again).
+fn converge_pass(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+    again: bool,
 ) -> Result<Outcome, HandlerError> {
     let cfg = match charm.config(fw) {
         Ok(c) => c.clone(),
@@ -100,11 +124,16 @@ pub fn converge(
     } else {
         "primary"
     });
+    let planned = fw.model().planned_units()?;
+    // Whether an online replica changes the automatic min-replicas-to-write (>= 3 units).
+    let replica_matters =
+        cfg.min_replicas_to_write(planned, false) != cfg.min_replicas_to_write(planned, true);
+    let mut alone = replicaof.is_none() && primary_without_replica(&topo);
+    if alone && replica_matters && event_announces_replica(fw, &topo)? {
+        alone = !wait_online_replica(&topo, ANNOUNCED_REPLICA_WAIT);
+    }
     let min_replicas = (
-        cfg.min_replicas_to_write(
-            fw.model().planned_units()?,
-            replicaof.is_none() && primary_without_replica(&topo),
-        ),
+        cfg.min_replicas_to_write(planned, alone),
         cfg.min_replicas_max_lag,
     );
     let data_dir = match data_dir(&*pebble) {
@@ -185,16 +214,155 @@ pub fn converge(
         }
     }
     if running {
-        follow_primary_at_runtime(&topo, replicaof);
+        let repointed = follow_primary_at_runtime(&topo, replicaof);
         apply_min_replicas(&topo, min_replicas);
         crate::health::ensure_exporter(&*pebble, exporter_changed);
+        drop(pebble);
+        record_replica_link(fw, &topo, repointed)?;
         return Ok(Outcome::Done);
     }
     if let Err(e) = pebble.replan(REPLAN_TIMEOUT) {
         return Ok(pebble_outcome(REDIS_CONTAINER, &e));
     }
     crate::health::ensure_exporter(&*pebble, exporter_changed);
+    drop(pebble);
+    if replicaof.is_none() && alone && replica_matters && !again {
+        // A fresh primary whose replicas started first: they connect within a second. Once
+        // one is in sync, render and apply min-replicas again rather than wait for the next
+        // hook (none may come before update-status).
+        if peer_follows_us(fw, &topo)? && wait_online_replica(&topo, STARTED_PRIMARY_WAIT) {
+            return converge_pass(charm, fw, true);
+        }
+    }
+    record_replica_link(fw, &topo, true)?;
     Ok(Outcome::Done)
+}
+
+/// The remote unit of this peer `-relation-changed` says its link to us is up.
+fn event_announces_replica(
+    fw: &Framework<'_>,
+    topo: &crate::charm::Topology,
+) -> Result<bool, HandlerError> {
+    let Some(rel) = fw.ctx.relation.as_ref() else {
+        return Ok(false);
+    };
+    let (Some(id), Some(remote)) = (topo.peer_relation, rel.remote_unit.as_deref()) else {
+        return Ok(false);
+    };
+    if rel.id != id {
+        return Ok(false);
+    }
+    let bag = fw.model().relation_data(id, remote, false)?;
+    Ok(bag
+        .get(KEY_REPLICA_LINK)
+        .and_then(|v| ReplicaLink::parse(v))
+        .is_some_and(|l| l.up && l.primary == topo.fqdn))
+}
+
+/// Some peer unit's databag says it replicates (or tries to) from us.
+fn peer_follows_us(
+    fw: &Framework<'_>,
+    topo: &crate::charm::Topology,
+) -> Result<bool, HandlerError> {
+    let Some(id) = topo.peer_relation else {
+        return Ok(false);
+    };
+    for unit in fw.model().relation_units(id)? {
+        let bag = fw.model().relation_data(id, &unit, false)?;
+        let link = bag
+            .get(KEY_REPLICA_LINK)
+            .and_then(|v| ReplicaLink::parse(v));
+        if link.is_some_and(|l| l.primary == topo.fqdn) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Poll our own Redis (every 100 ms, at most `max`) until it is a primary with a replica
+/// `state=online`. False at once when Redis does not answer.
+fn wait_online_replica(topo: &crate::charm::Topology, max: Duration) -> bool {
+    let deadline = Instant::now() + max;
+    let Ok(mut c) = RedisConn::connect(&own_address(topo), REDIS_PORT, topo.peer.admin_password())
+    else {
+        return false;
+    };
+    loop {
+        match c.info("replication") {
+            Ok(info) if has_online_replica(&info) => return true,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read replication state");
+                return false;
+            }
+        }
+        if Instant::now() >= deadline {
+            tracing::info!("no replica in sync yet; min-replicas stays off for now");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn has_online_replica(info: &std::collections::BTreeMap<String, String>) -> bool {
+    info.get("role").map(String::as_str) == Some("master")
+        && info
+            .iter()
+            .any(|(k, v)| k.starts_with("slave") && v.contains("state=online"))
+}
+
+/// Record this unit's replication link in its peer unit databag ([`KEY_REPLICA_LINK`]) when
+/// it changed: `up` once a replica is in sync, which fires `-relation-changed` on the
+/// primary's unit so it turns min-replicas on at once. `wait`: Redis was just started or
+/// re-pointed, so give the initial sync [`REPLICA_LINK_WAIT`] first. A primary clears the
+/// key. Nothing is written when Redis cannot be asked.
+pub fn record_replica_link(
+    fw: &Framework<'_>,
+    topo: &crate::charm::Topology,
+    wait: bool,
+) -> HandlerResult {
+    let Some(id) = topo.peer_relation else {
+        return Ok(());
+    };
+    let deadline = Instant::now()
+        + if wait {
+            REPLICA_LINK_WAIT
+        } else {
+            Duration::ZERO
+        };
+    let observed = RedisConn::connect(&own_address(topo), REDIS_PORT, topo.peer.admin_password())
+        .and_then(|mut c| {
+            let run_id = c.info("server")?.get("run_id").cloned().unwrap_or_default();
+            loop {
+                let info = c.info("replication")?;
+                if info.get("role").map(String::as_str) != Some("slave") {
+                    return Ok(None);
+                }
+                let up = info.get("master_link_status").map(String::as_str) == Some("up");
+                if up || Instant::now() >= deadline {
+                    return Ok(Some(ReplicaLink {
+                        up,
+                        primary: info.get("master_host").cloned().unwrap_or_default(),
+                        run_id,
+                    }));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    let value = match observed {
+        Ok(Some(link)) if !link.primary.is_empty() && !link.run_id.is_empty() => link.to_value(),
+        Ok(Some(_)) => return Ok(()),
+        Ok(None) => String::new(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the replication link");
+            return Ok(());
+        }
+    };
+    let changes = std::collections::BTreeMap::from([(KEY_REPLICA_LINK.to_string(), value)]);
+    if fw.model().update_relation_data(id, false, &changes)? {
+        tracing::info!(link = %changes[KEY_REPLICA_LINK], "recorded the replication link");
+    }
+    Ok(())
 }
 
 /// Where Redis keeps its data. The storage mount `/var/lib/redis` is used directly when
@@ -215,9 +383,12 @@ pub fn data_dir(pebble: &dyn Pebble) -> Result<String, PebbleError> {
 }
 
 /// A running replica that should follow another primary does so by `REPLICAOF`, without a
-/// restart (the config file pushed above keeps the role across restarts).
-fn follow_primary_at_runtime(topo: &crate::charm::Topology, replicaof: Option<&str>) {
-    let Some(primary) = replicaof else { return };
+/// restart (the config file pushed above keeps the role across restarts). Returns whether
+/// it re-pointed Redis (a new initial sync is under way).
+fn follow_primary_at_runtime(topo: &crate::charm::Topology, replicaof: Option<&str>) -> bool {
+    let Some(primary) = replicaof else {
+        return false;
+    };
     let host = own_address(topo);
     let result =
         RedisConn::connect(&host, REDIS_PORT, topo.peer.admin_password()).and_then(|mut c| {
@@ -227,12 +398,14 @@ fn follow_primary_at_runtime(topo: &crate::charm::Topology, replicaof: Option<&s
             {
                 c.command(&["REPLICAOF", primary, &REDIS_PORT.to_string()])?;
                 tracing::info!(%primary, "now replicating from the primary");
+                return Ok(true);
             }
-            Ok(())
+            Ok(false)
         });
-    if let Err(e) = result {
+    result.unwrap_or_else(|e| {
         tracing::debug!(error = %e, "could not check replication role");
-    }
+        false
+    })
 }
 
 /// Whether our own Redis is a primary with no replica in sync (`state=online`), or is not
@@ -241,17 +414,14 @@ fn primary_without_replica(topo: &crate::charm::Topology) -> bool {
     RedisConn::connect(&own_address(topo), REDIS_PORT, topo.peer.admin_password())
         .and_then(|mut c| c.info("replication"))
         .map(|info| {
-            info.get("role").map(String::as_str) == Some("master")
-                && !info
-                    .iter()
-                    .any(|(k, v)| k.starts_with("slave") && v.contains("state=online"))
+            info.get("role").map(String::as_str) == Some("master") && !has_online_replica(&info)
         })
         .unwrap_or(true)
 }
 
-/// update-status: bring the running Redis's min-replicas settings up to date (the automatic
-/// value turns on once a fresh primary has a replica in sync). Config errors are reported
-/// elsewhere.
+/// update-status: bring the running Redis's min-replicas settings up to date, and record a
+/// replica's link ([`record_replica_link`]); the fallback of the event-driven path (a
+/// replica's link record wakes the primary's unit). Config errors are reported elsewhere.
 pub fn refresh_min_replicas(charm: &mut RedisK8sCharm, fw: &Framework<'_>) -> HandlerResult {
     let Ok(cfg) = charm.config(fw).cloned() else {
         return Ok(());
@@ -263,7 +433,8 @@ pub fn refresh_min_replicas(charm: &mut RedisK8sCharm, fw: &Framework<'_>) -> Ha
     let alone = primary_without_replica(&topo);
     let to_write = cfg.min_replicas_to_write(fw.model().planned_units()?, alone);
     apply_min_replicas(&topo, (to_write, cfg.min_replicas_max_lag));
-    Ok(())
+    // A replica's link may have come up or gone down since its last hook.
+    record_replica_link(fw, &topo, false)
 }
 
 /// Apply `min-replicas-to-write` / `min-replicas-max-lag` to the running Redis when they
