@@ -5,64 +5,17 @@
 //! written into their databags by the test; the real-process path is tests/e2e_passwords.rs).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use redis_k8s::charm::RedisK8sCharm;
-use redis_k8s::ops::hookcmds::{StatusName, StatusValue};
+use redis_k8s::ops::hookcmds::StatusName;
 use redis_k8s::ops::testing::harness::Scenario;
 use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
-use redis_k8s::ops::testing::world::{ActionInvocation, CharmMeta, HookInfo, World};
+use redis_k8s::ops::testing::world::{HookInfo, World};
 use redis_k8s::passwords::sha256::hex;
 
-const APP: &str = "redis-k8s";
-const U0: &str = "redis-k8s/0";
-const U1: &str = "redis-k8s/1";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn world(n: usize) -> Arc<Mutex<World>> {
-    let mut w = World::new("scn");
-    w.add_app(APP, CharmMeta::load(repo()).expect("charm metadata"))
-        .unwrap();
-    for _ in 0..n {
-        w.add_unit(APP).unwrap();
-    }
-    w.set_leader(U0);
-    Arc::new(Mutex::new(w))
-}
-
-fn peer_id(w: &Arc<Mutex<World>>) -> u32 {
-    w.lock()
-        .unwrap()
-        .peer_relation_id(APP, "redis-peers")
-        .unwrap()
-}
-
-fn bag(w: &Arc<Mutex<World>>, owner: &str) -> BTreeMap<String, String> {
-    let id = peer_id(w);
-    w.lock().unwrap().relation_data(id, owner)
-}
-
-fn set_bag(w: &Arc<Mutex<World>>, owner: &str, pairs: &[(&str, &str)]) {
-    let id = peer_id(w);
-    let mut wl = w.lock().unwrap();
-    let mut data = wl.relation_data(id, owner);
-    for (k, v) in pairs {
-        data.insert(k.to_string(), v.to_string());
-    }
-    wl.set_relation_data(id, owner, data);
-}
-
-fn secret(w: &Arc<Mutex<World>>) -> BTreeMap<String, String> {
-    let uri = bag(w, APP)
-        .get("passwords-secret")
-        .cloned()
-        .expect("passwords-secret in the peer app data");
-    w.lock().unwrap().secret_content(&uri).expect("the secret")
-}
+mod scenario_support;
+use scenario_support::*;
 
 fn rotation(w: &Arc<Mutex<World>>) -> serde_json::Value {
     serde_json::from_str(&bag(w, APP)["password-rotation"]).unwrap()
@@ -77,7 +30,7 @@ fn conf(pebble: &MemoryPebbleProvider, container: &str, path: &str) -> String {
 }
 
 fn redis_conf(pebble: &MemoryPebbleProvider) -> String {
-    conf(pebble, "redis", "/etc/redis-server/redis.conf")
+    conf(pebble, "redis", CONF)
 }
 
 fn acl_line(passwords: &[&str]) -> String {
@@ -86,33 +39,6 @@ fn acl_line(passwords: &[&str]) -> String {
         .map(|p| format!(" #{}", hex(p.as_bytes())))
         .collect();
     format!("user default on{} ~* &* +@all\n", hashes.concat())
-}
-
-fn action(name: &str, params: &[(&str, &str)]) -> HookInfo {
-    HookInfo {
-        action: Some(ActionInvocation {
-            name: name.into(),
-            params: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
-                .collect(),
-        }),
-        ..HookInfo::default()
-    }
-}
-
-fn peer_changed(w: &Arc<Mutex<World>>, remote: &str) -> HookInfo {
-    HookInfo {
-        hook_name: "redis-peers-relation-changed".into(),
-        relation_id: Some(peer_id(w)),
-        remote_unit: Some(remote.into()),
-        remote_app: Some(APP.into()),
-        ..HookInfo::default()
-    }
-}
-
-fn status(w: &Arc<Mutex<World>>, unit: &str) -> StatusValue {
-    w.lock().unwrap().unit_status(unit)
 }
 
 /// A peer app databag as the Python charm leaves it.
@@ -159,7 +85,7 @@ fn a_python_deployment_is_migrated_into_a_secret_keeping_its_passwords() {
         !app.contains_key("redis-password") && !app.contains_key("sentinel-password"),
         "plain keys deleted: {app:?}"
     );
-    let content = secret(&w);
+    let content = passwords_secret(&w);
     assert_eq!(content["redis-password"], "py-admin-pass");
     assert_eq!(content["sentinel-password"], "py-sentinel-pass");
     // The rendered files require the old passwords (as hashes), nowhere in plain text
@@ -168,7 +94,7 @@ fn a_python_deployment_is_migrated_into_a_secret_keeping_its_passwords() {
     assert!(rc.contains(&acl_line(&["py-admin-pass"])), "{rc}");
     assert!(rc.contains("masterauth py-admin-pass\n"));
     assert!(!rc.contains("requirepass"));
-    let sc = conf(&pebble0, "sentinel", "/etc/redis-server/sentinel.conf");
+    let sc = conf(&pebble0, "sentinel", SENTINEL_CONF);
     assert!(sc.contains(&acl_line(&["py-sentinel-pass"])), "{sc}");
     assert!(sc.contains("sentinel auth-pass redis-k8s py-admin-pass\n"));
     for c in ["redis", "sentinel"] {
@@ -201,8 +127,7 @@ fn the_legacy_no_auth_key_is_dropped_and_auth_follows_the_config_option() {
     python_bag(&w, true);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
-    s.run::<RedisK8sCharm>("hooks/upgrade-charm", HookInfo::default())
-        .unwrap();
+    run(&mut s, "upgrade-charm");
     assert!(!bag(&w, APP).contains_key("enable-password"));
     assert!(redis_conf(&pebble).contains(&acl_line(&["py-admin-pass"])));
 
@@ -214,8 +139,7 @@ fn the_legacy_no_auth_key_is_dropped_and_auth_follows_the_config_option() {
             BTreeMap::from([("allow-no-auth".to_string(), serde_json::Value::Bool(true))]),
         )
         .unwrap();
-    s.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
-        .unwrap();
+    run(&mut s, "config-changed");
     let rc = redis_conf(&pebble);
     assert!(rc.contains("user default on nopass ~* &* +@all\n"), "{rc}");
     assert!(!rc.contains(&hex(b"py-admin-pass")));
@@ -226,8 +150,7 @@ fn the_legacy_no_auth_key_is_dropped_and_auth_follows_the_config_option() {
             BTreeMap::from([("allow-no-auth".to_string(), serde_json::Value::Bool(false))]),
         )
         .unwrap();
-    s.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
-        .unwrap();
+    run(&mut s, "config-changed");
     let rc = redis_conf(&pebble);
     assert!(rc.contains(&acl_line(&["py-admin-pass"])), "{rc}");
     assert!(!rc.contains("user default on nopass"), "{rc}");
@@ -263,10 +186,7 @@ fn an_unreadable_secret_waits_names_the_problem_and_never_falls_back() {
         "{st:?}"
     );
     assert_eq!(s1.state.stored.notices.len(), 1, "the event is deferred");
-    assert!(pebble
-        .get("redis")
-        .file("/etc/redis-server/redis.conf")
-        .is_none());
+    assert!(pebble.get("redis").file(CONF).is_none());
 
     // The leader does not invent new passwords either.
     let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
@@ -302,10 +222,8 @@ fn an_unreadable_secret_waits_names_the_problem_and_never_falls_back() {
         Some("redis-passwords"),
     );
     set_bag(&w, APP, &[("passwords-secret", &uri)]);
-    s1.run::<RedisK8sCharm>("hooks/update-status", HookInfo::default())
-        .unwrap();
-    s1.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
-        .unwrap();
+    run(&mut s1, "update-status");
+    run(&mut s1, "config-changed");
     let st = status(&w, U1);
     assert!(st.message.contains("sentinel-password"), "{st:?}");
 }
@@ -315,8 +233,7 @@ fn set_password_needs_the_leader_and_a_usable_password_and_outputs_no_password()
     let w = world(2);
     let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
-    s0.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
+    run(&mut s0, "leader-elected");
     let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
     let r = s1
@@ -339,7 +256,7 @@ fn set_password_needs_the_leader_and_a_usable_password_and_outputs_no_password()
     }
     assert!(!bag(&w, APP).contains_key("password-rotation"));
 
-    let before = secret(&w);
+    let before = passwords_secret(&w);
     let r = s0
         .run::<RedisK8sCharm>(
             "actions/set-password",
@@ -347,7 +264,7 @@ fn set_password_needs_the_leader_and_a_usable_password_and_outputs_no_password()
         )
         .unwrap();
     assert!(r.error.is_none() && r.session.action_failure().is_none());
-    let after = secret(&w);
+    let after = passwords_secret(&w);
     let new = after["sentinel-password-next"].clone();
     assert_eq!(new.len(), 32, "generated");
     assert_eq!(after["sentinel-password"], before["sentinel-password"]);
@@ -367,40 +284,16 @@ fn set_password_needs_the_leader_and_a_usable_password_and_outputs_no_password()
 #[test]
 fn admin_rotation_adds_switches_then_drops_after_the_grace_period() {
     let w = world(2);
-    w.lock()
-        .unwrap()
-        .set_config(
-            APP,
-            BTreeMap::from([(
-                "password-rotation-grace".to_string(),
-                serde_json::Value::from(0),
-            )]),
-        )
-        .unwrap();
-    let client_meta = CharmMeta::from_yaml(
-        "name: client\nrequires:\n  cache:\n    interface: redis\n",
-        "",
-        "",
-    )
-    .unwrap();
-    let client_rel = {
-        let mut wl = w.lock().unwrap();
-        wl.add_app("client", client_meta).unwrap();
-        wl.add_unit("client").unwrap();
-        wl.add_relation((APP, "redis"), ("client", "cache"))
-            .unwrap()
-    };
+    set_config(&w, &[("password-rotation-grace", 0.into())]);
+    let client_rel = add_client(&w);
     let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
     let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
-    s0.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
-    s0.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
-        .unwrap();
-    s1.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
-        .unwrap();
-    let old = secret(&w)["redis-password"].clone();
+    run(&mut s0, "leader-elected");
+    run(&mut s0, "config-changed");
+    run(&mut s1, "config-changed");
+    let old = passwords_secret(&w)["redis-password"].clone();
 
     // The client relation gets the credentials secret, granted to it.
     let client_secret = w.lock().unwrap().relation_data(client_rel, APP)["secret-user"].clone();
@@ -426,7 +319,7 @@ fn admin_rotation_adds_switches_then_drops_after_the_grace_period() {
         "{:?}",
         r.session.action_failure()
     );
-    let c = secret(&w);
+    let c = passwords_secret(&w);
     assert_eq!(c["redis-password"], old);
     assert_eq!(c["redis-password-next"], "brand-new-admin-pw");
     assert_eq!(rotation(&w)["phase"], "add");
@@ -458,7 +351,7 @@ fn admin_rotation_adds_switches_then_drops_after_the_grace_period() {
     s0.run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U1))
         .unwrap();
     assert_eq!(rotation(&w)["phase"], "switch");
-    let c = secret(&w);
+    let c = passwords_secret(&w);
     assert_eq!(c["redis-password"], "brand-new-admin-pw");
     assert_eq!(c["redis-password-previous"], old);
     assert!(!c.contains_key("redis-password-next"));
@@ -486,13 +379,11 @@ fn admin_rotation_adds_switches_then_drops_after_the_grace_period() {
     // (c) drop once all acked the switch and the grace (0 here) passed: only the new one.
     set_bag(&w, U0, &[("password-rotation-ack", "1:switch")]);
     set_bag(&w, U1, &[("password-rotation-ack", "1:switch")]);
-    s0.run::<RedisK8sCharm>("hooks/update-status", HookInfo::default())
-        .unwrap();
+    run(&mut s0, "update-status");
     assert_eq!(rotation(&w)["phase"], "drop");
-    let c = secret(&w);
+    let c = passwords_secret(&w);
     assert!(!c.contains_key("redis-password-previous"), "{:?}", c.keys());
-    s0.run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
-        .unwrap();
+    run(&mut s0, "config-changed");
     let rc = redis_conf(&pebble0);
     assert!(rc.contains(&acl_line(&["brand-new-admin-pw"])), "{rc}");
     assert!(!rc.contains(&hex(old.as_bytes())));
@@ -504,7 +395,7 @@ fn admin_rotation_adds_switches_then_drops_after_the_grace_period() {
     assert_eq!(rotation(&w)["phase"], "done");
     // The revisions holding the old password are removed; the latest stays readable.
     assert!(r.session.calls().iter().any(|c| c == "secret-remove"));
-    assert_eq!(secret(&w)["redis-password"], "brand-new-admin-pw");
+    assert_eq!(passwords_secret(&w)["redis-password"], "brand-new-admin-pw");
     // No password anywhere in the peer or client databags.
     for owner in [APP, U0, U1] {
         assert!(!bag(&w, owner)
@@ -518,57 +409,35 @@ fn the_grace_period_holds_the_drop_back() {
     let w = world(1);
     let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
-    s0.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
+    run(&mut s0, "leader-elected");
     s0.run::<RedisK8sCharm>(
         "actions/set-password",
         action("set-password", &[("password", "another-admin-pw")]),
     )
     .unwrap();
     set_bag(&w, U0, &[("password-rotation-ack", "1:add")]);
-    s0.run::<RedisK8sCharm>("hooks/update-status", HookInfo::default())
-        .unwrap();
+    run(&mut s0, "update-status");
     assert_eq!(rotation(&w)["phase"], "switch");
     set_bag(&w, U0, &[("password-rotation-ack", "1:switch")]);
     // Default grace: 300 s, so update-status does not drop yet.
-    s0.run::<RedisK8sCharm>("hooks/update-status", HookInfo::default())
-        .unwrap();
+    run(&mut s0, "update-status");
     assert_eq!(rotation(&w)["phase"], "switch");
-    assert!(secret(&w).contains_key("redis-password-previous"));
+    assert!(passwords_secret(&w).contains_key("redis-password-previous"));
 }
 
 #[test]
 fn the_client_secret_is_granted_to_the_relation_and_revoked_when_it_breaks() {
     use redis_k8s::ops::hookcmds::{HookTools, SecretQuery};
     let w = world(1);
-    let client_meta = CharmMeta::from_yaml(
-        "name: client\nrequires:\n  cache:\n    interface: redis\n",
-        "",
-        "",
-    )
-    .unwrap();
-    let rel = {
-        let mut wl = w.lock().unwrap();
-        wl.add_app("client", client_meta).unwrap();
-        wl.add_unit("client").unwrap();
-        wl.add_relation((APP, "redis"), ("client", "cache"))
-            .unwrap()
-    };
+    let rel = add_client(&w);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
-    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
-    let joined = HookInfo {
-        hook_name: "redis-relation-joined".into(),
-        relation_id: Some(rel),
-        remote_unit: Some("client/0".into()),
-        remote_app: Some("client".into()),
-        ..HookInfo::default()
-    };
+    run(&mut s, "leader-elected");
+    let joined = client_hook("joined", rel, Some("client/0"));
     s.run::<RedisK8sCharm>("hooks/redis-relation-joined", joined)
         .unwrap();
     let uri = w.lock().unwrap().relation_data(rel, APP)["secret-user"].clone();
-    let admin = secret(&w)["redis-password"].clone();
+    let admin = passwords_secret(&w)["redis-password"].clone();
     // The client unit can read it (it was granted to the relation).
     let client = World::session(&w, "client/0", HookInfo::default());
     let got = client.secret_get(&SecretQuery::by_id(uri.clone())).unwrap();
@@ -576,12 +445,7 @@ fn the_client_secret_is_granted_to_the_relation_and_revoked_when_it_breaks() {
     assert_eq!(got["password"], admin);
     client.discard();
 
-    let broken = HookInfo {
-        hook_name: "redis-relation-broken".into(),
-        relation_id: Some(rel),
-        remote_app: Some("client".into()),
-        ..HookInfo::default()
-    };
+    let broken = client_hook("broken", rel, None);
     let r = s
         .run::<RedisK8sCharm>("hooks/redis-relation-broken", broken)
         .unwrap();
@@ -598,9 +462,8 @@ fn a_sentinel_starting_mid_rotation_accepts_both_passwords() {
     let w = world(2);
     let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
-    s0.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
-    let old = secret(&w)["sentinel-password"].clone();
+    run(&mut s0, "leader-elected");
+    let old = passwords_secret(&w)["sentinel-password"].clone();
     s0.run::<RedisK8sCharm>(
         "actions/set-password",
         action(
@@ -622,7 +485,7 @@ fn a_sentinel_starting_mid_rotation_accepts_both_passwords() {
         .run::<RedisK8sCharm>("hooks/sentinel-pebble-ready", hook)
         .unwrap();
     assert!(r.error.is_none());
-    let sc = conf(&pebble1, "sentinel", "/etc/redis-server/sentinel.conf");
+    let sc = conf(&pebble1, "sentinel", SENTINEL_CONF);
     assert!(sc.contains(&acl_line(&[&old, "new-sentinel-pw"])), "{sc}");
     assert!(
         sc.contains(&format!("sentinel sentinel-pass {old}\n")),
