@@ -3,69 +3,28 @@
 //! status; real-process behaviour is covered by the dispatch and local-model tests.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use redis_k8s::charm::RedisK8sCharm;
 use redis_k8s::ops::hookcmds::{StatusName, StatusValue};
 use redis_k8s::ops::testing::harness::Scenario;
 use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
-use redis_k8s::ops::testing::world::{ActionInvocation, CharmMeta, HookInfo, World};
+use redis_k8s::ops::testing::world::HookInfo;
 
-const APP: &str = "redis-k8s";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A model with `n` units of the charm; unit 0 leads.
-fn world(n: usize) -> Arc<Mutex<World>> {
-    let mut w = World::new("scn");
-    w.add_app(APP, CharmMeta::load(repo()).expect("charm metadata"))
-        .unwrap();
-    for _ in 0..n {
-        w.add_unit(APP).unwrap();
-    }
-    w.set_leader("redis-k8s/0");
-    Arc::new(Mutex::new(w))
-}
-
-fn peer_bag(w: &Arc<Mutex<World>>) -> BTreeMap<String, String> {
-    let w = w.lock().unwrap();
-    let id = w.peer_relation_id(APP, "redis-peers").unwrap();
-    w.relation_data(id, APP)
-}
-
-/// The passwords secret's content (the peer bag holds only its URI).
-fn passwords(w: &Arc<Mutex<World>>) -> BTreeMap<String, String> {
-    let bag = peer_bag(w);
-    let uri = bag
-        .get("passwords-secret")
-        .expect("passwords-secret in peer data");
-    w.lock()
-        .unwrap()
-        .secret_content(uri)
-        .expect("the secret exists")
-}
-
-fn status(w: &Arc<Mutex<World>>, unit: &str) -> StatusValue {
-    w.lock().unwrap().unit_status(unit)
-}
-
-const FQDN0: &str = "redis-k8s-0.redis-k8s-endpoints.scn.svc.cluster.local";
+mod scenario_support;
+use scenario_support::*;
 
 #[test]
 fn sentinel_waits_for_the_databag_then_the_leader_fills_it_and_the_deferred_event_succeeds() {
     let w = world(3);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
 
     let r = s
         .run::<RedisK8sCharm>("hooks/sentinel-pebble-ready", HookInfo::default())
         .unwrap();
     assert!(r.error.is_none());
     assert_eq!(
-        status(&w, "redis-k8s/0"),
+        status(&w, U0),
         StatusValue::waiting("Databag has not been populated")
     );
     assert_eq!(s.state.stored.notices.len(), 1);
@@ -73,20 +32,16 @@ fn sentinel_waits_for_the_databag_then_the_leader_fills_it_and_the_deferred_even
         s.state.stored.notices[0].observer_path,
         "RedisK8sCharm/Sentinel[sentinel]"
     );
-    assert!(pebble
-        .get("sentinel")
-        .file("/etc/redis-server/sentinel.conf")
-        .is_none());
+    assert!(pebble.get("sentinel").file(SENTINEL_CONF).is_none());
 
-    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
-    let peer = peer_bag(&w);
+    run(&mut s, "leader-elected");
+    let peer = bag(&w, APP);
     assert_eq!(peer["leader-host"], FQDN0);
     assert!(
         !peer.contains_key("redis-password") && !peer.contains_key("sentinel-password"),
         "no plain passwords in peer data: {peer:?}"
     );
-    let bag = passwords(&w);
+    let bag = passwords_secret(&w);
     assert_eq!(bag["redis-password"].len(), 32);
     assert_eq!(bag["sentinel-password"].len(), 32);
     assert_ne!(bag["redis-password"], bag["sentinel-password"]);
@@ -104,11 +59,8 @@ fn sentinel_waits_for_the_databag_then_the_leader_fills_it_and_the_deferred_even
     );
     assert!(s.state.stored.notices.is_empty());
     let sentinel = pebble.get("sentinel");
-    let conf = sentinel
-        .file("/etc/redis-server/sentinel.conf")
-        .expect("pushed")
-        .text();
-    let file = sentinel.file("/etc/redis-server/sentinel.conf").unwrap();
+    let conf = sentinel.file(SENTINEL_CONF).expect("pushed").text();
+    let file = sentinel.file(SENTINEL_CONF).unwrap();
     assert_eq!(
         (file.permissions, file.user.as_str(), file.group.as_str()),
         (0o600, "redis", "redis")
@@ -160,7 +112,7 @@ fn sentinel_waits_for_the_databag_then_the_leader_fills_it_and_the_deferred_even
         !plan_yaml.contains(&bag["sentinel-password"])
             && !plan_yaml.contains(&bag["redis-password"])
     );
-    assert_eq!(status(&w, "redis-k8s/0").status, StatusName::Active);
+    assert_eq!(status(&w, U0).status, StatusName::Active);
 }
 
 #[test]
@@ -168,13 +120,11 @@ fn sentinel_waits_for_pebble_and_defers() {
     let w = world(1);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     pebble.get("sentinel").set_can_connect(false);
-    let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
-    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
-    s.run::<RedisK8sCharm>("hooks/sentinel-pebble-ready", HookInfo::default())
-        .unwrap();
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    run(&mut s, "leader-elected");
+    run(&mut s, "sentinel-pebble-ready");
     assert_eq!(
-        status(&w, "redis-k8s/0"),
+        status(&w, U0),
         StatusValue::waiting("Waiting for Pebble in sentinel container")
     );
     assert_eq!(s.state.stored.notices.len(), 1);
@@ -183,25 +133,21 @@ fn sentinel_waits_for_pebble_and_defers() {
 #[test]
 fn leader_keeps_existing_passwords_like_a_refreshed_python_deployment() {
     let w = world(1);
-    {
-        let mut wl = w.lock().unwrap();
-        let id = wl.peer_relation_id(APP, "redis-peers").unwrap();
-        let mut bag = BTreeMap::new();
-        bag.insert("redis-password".to_string(), "py-admin-pass".to_string());
-        bag.insert(
-            "sentinel-password".to_string(),
-            "py-sentinel-pass".to_string(),
-        );
-        wl.set_relation_data(id, APP, bag);
-    }
+    set_bag(
+        &w,
+        APP,
+        &[
+            ("redis-password", "py-admin-pass"),
+            ("sentinel-password", "py-sentinel-pass"),
+        ],
+    );
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
-    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
-    let peer = peer_bag(&w);
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    run(&mut s, "leader-elected");
+    let peer = bag(&w, APP);
     assert_eq!(peer["leader-host"], FQDN0);
     assert!(!peer.contains_key("redis-password"), "{peer:?}");
-    let bag = passwords(&w);
+    let bag = passwords_secret(&w);
     assert_eq!(bag["redis-password"], "py-admin-pass");
     assert_eq!(bag["sentinel-password"], "py-sentinel-pass");
 }
@@ -210,17 +156,12 @@ fn leader_keeps_existing_passwords_like_a_refreshed_python_deployment() {
 fn redis_layer_and_config_keep_the_password_in_the_file_and_replicas_follow_the_leader() {
     let w = world(2);
     let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s0 = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble0);
-    s0.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
-    s0.run::<RedisK8sCharm>("hooks/redis-pebble-ready", HookInfo::default())
-        .unwrap();
-    let bag = passwords(&w);
+    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    run(&mut s0, "leader-elected");
+    run(&mut s0, "redis-pebble-ready");
+    let bag = passwords_secret(&w);
     let redis = pebble0.get("redis");
-    let conf = redis
-        .file("/etc/redis-server/redis.conf")
-        .expect("redis.conf")
-        .text();
+    let conf = redis.file(CONF).expect("redis.conf").text();
     let hash = redis_k8s::passwords::sha256::hex(bag["redis-password"].as_bytes());
     assert!(
         conf.contains(&format!("user default on #{hash} ~* &* +@all\n")),
@@ -244,23 +185,12 @@ fn redis_layer_and_config_keep_the_password_in_the_file_and_replicas_follow_the_
     );
     assert!(!plan.to_yaml().contains(&bag["redis-password"]));
     assert_eq!(redis.service_state("redis").as_deref(), Some("active"));
-    assert_eq!(
-        redis
-            .file("/etc/redis-server/redis.conf")
-            .unwrap()
-            .permissions,
-        0o600
-    );
+    assert_eq!(redis.file(CONF).unwrap().permissions, 0o600);
 
     let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), "redis-k8s/1", repo(), &pebble1);
-    s1.run::<RedisK8sCharm>("hooks/redis-pebble-ready", HookInfo::default())
-        .unwrap();
-    let conf1 = pebble1
-        .get("redis")
-        .file("/etc/redis-server/redis.conf")
-        .unwrap()
-        .text();
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    run(&mut s1, "redis-pebble-ready");
+    let conf1 = pebble1.get("redis").file(CONF).unwrap().text();
     assert!(
         conf1.contains(&format!("replicaof {FQDN0} 6379\n")),
         "{conf1}"
@@ -268,8 +198,7 @@ fn redis_layer_and_config_keep_the_password_in_the_file_and_replicas_follow_the_
 
     // A second pebble-ready with nothing changed does not add a layer or replan again.
     let before = redis.calls().len();
-    s0.run::<RedisK8sCharm>("hooks/redis-pebble-ready", HookInfo::default())
-        .unwrap();
+    run(&mut s0, "redis-pebble-ready");
     let new_calls: Vec<String> = redis.calls()[before..].to_vec();
     assert!(
         !new_calls
@@ -282,48 +211,32 @@ fn redis_layer_and_config_keep_the_password_in_the_file_and_replicas_follow_the_
 #[test]
 fn invalid_config_blocks_naming_the_option_and_pushes_nothing() {
     let w = world(1);
-    let mut values = BTreeMap::new();
-    values.insert(
-        "maxmemory-policy".to_string(),
-        serde_json::Value::from("sometimes"),
-    );
-    w.lock().unwrap().set_config(APP, values).unwrap();
+    set_config(&w, &[("maxmemory-policy", "sometimes".into())]);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
-    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    run(&mut s, "leader-elected");
     let r = s
         .run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
         .unwrap();
     assert!(r.error.is_none(), "invalid config is not a hook error");
-    let st = status(&w, "redis-k8s/0");
+    let st = status(&w, U0);
     assert_eq!(st.status, StatusName::Blocked);
     assert!(st.message.contains("maxmemory-policy"), "{}", st.message);
-    assert!(pebble
-        .get("redis")
-        .file("/etc/redis-server/redis.conf")
-        .is_none());
+    assert!(pebble.get("redis").file(CONF).is_none());
 }
 
 #[test]
 fn password_actions_return_the_peer_passwords() {
     let w = world(1);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
-    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
-    let bag = passwords(&w);
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    run(&mut s, "leader-elected");
+    let bag = passwords_secret(&w);
     for (action, key) in [
         ("get-initial-admin-password", "redis-password"),
         ("get-sentinel-password", "sentinel-password"),
     ] {
-        let hook = HookInfo {
-            action: Some(ActionInvocation {
-                name: action.into(),
-                params: BTreeMap::new(),
-            }),
-            ..HookInfo::default()
-        };
+        let hook = scenario_support::action(action, &[]);
         let r = s
             .run::<RedisK8sCharm>(&format!("actions/{action}"), hook)
             .unwrap();
@@ -335,36 +248,17 @@ fn password_actions_return_the_peer_passwords() {
 #[test]
 fn client_relation_gets_host_port_and_the_primary() {
     let w = world(1);
-    let client_meta = CharmMeta::from_yaml(
-        "name: client\nrequires:\n  cache:\n    interface: redis\n",
-        "",
-        "",
-    )
-    .unwrap();
-    let rel = {
-        let mut wl = w.lock().unwrap();
-        wl.add_app("client", client_meta).unwrap();
-        wl.add_unit("client").unwrap();
-        wl.add_relation((APP, "redis"), ("client", "cache"))
-            .unwrap()
-    };
+    let rel = add_client(&w);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
-    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
-    let hook = HookInfo {
-        hook_name: "redis-relation-joined".into(),
-        relation_id: Some(rel),
-        remote_unit: Some("client/0".into()),
-        remote_app: Some("client".into()),
-        ..HookInfo::default()
-    };
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    run(&mut s, "leader-elected");
+    let hook = client_hook("joined", rel, Some("client/0"));
     let r = s
         .run::<RedisK8sCharm>("hooks/redis-relation-joined", hook)
         .unwrap();
     assert!(r.error.is_none());
     let wl = w.lock().unwrap();
-    let unit = wl.relation_data(rel, "redis-k8s/0");
+    let unit = wl.relation_data(rel, U0);
     assert_eq!(unit["port"], "6379");
     assert!(!unit["hostname"].is_empty());
     assert_eq!(wl.relation_data(rel, APP)["leader-host"], FQDN0);
@@ -374,15 +268,14 @@ fn client_relation_gets_host_port_and_the_primary() {
 fn hooks_make_no_call_whose_answer_is_already_known() {
     let w = world(1);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
+    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
     // install has no handler: no config-get, no is-leader (nobody collects app status).
     let r = s
         .run::<RedisK8sCharm>("hooks/install", HookInfo::default())
         .unwrap();
     assert!(r.session.calls().is_empty(), "{:?}", r.session.calls());
 
-    s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
+    run(&mut s, "leader-elected");
     // In its own pebble-ready, Pebble is known to be up: no system-info request.
     let sentinel = pebble.get("sentinel");
     sentinel.clear_calls();
@@ -412,7 +305,7 @@ fn hooks_make_no_call_whose_answer_is_already_known() {
         "{calls:?}"
     );
     // The converged status names the role; setting the same status again is skipped.
-    assert_eq!(status(&w, "redis-k8s/0"), StatusValue::active("primary"));
+    assert_eq!(status(&w, U0), StatusValue::active("primary"));
     let r = s
         .run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
         .unwrap();
