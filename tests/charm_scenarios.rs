@@ -2,8 +2,6 @@
 //! event, state out. They assert what was pushed to Pebble, what the databags hold, and the
 //! status; real-process behaviour is covered by the dispatch and local-model tests.
 
-use std::collections::BTreeMap;
-
 use redis_k8s::charm::RedisK8sCharm;
 use redis_k8s::ops::hookcmds::{StatusName, StatusValue};
 use redis_k8s::ops::testing::harness::Scenario;
