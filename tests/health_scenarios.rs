@@ -3,51 +3,21 @@
 //! password file, the check-failed / check-recovered handlers and the status they leave.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use redis_k8s::charm::RedisK8sCharm;
 use redis_k8s::health::{EXPORTER_PASSWORD_PATH, EXPORTER_SERVICE, REDIS_CHECK, SENTINEL_CHECK};
-use redis_k8s::ops::context::JujuContext;
-use redis_k8s::ops::framework::{dispatch, Framework};
 use redis_k8s::ops::hookcmds::{StatusName, StatusValue};
 use redis_k8s::ops::pebble::Pebble;
 use redis_k8s::ops::testing::harness::Scenario;
 use redis_k8s::ops::testing::pebble::{MemoryPebble, MemoryPebbleProvider};
-use redis_k8s::ops::testing::world::{CharmMeta, HookInfo, World};
+use redis_k8s::ops::testing::world::World;
 
-const APP: &str = "redis-k8s";
-const UNIT: &str = "redis-k8s/0";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A one-unit model (the unit leads).
-fn world() -> Arc<Mutex<World>> {
-    let mut w = World::new("scn");
-    w.add_app(APP, CharmMeta::load(repo()).expect("charm metadata"))
-        .unwrap();
-    w.add_unit(APP).unwrap();
-    w.set_leader(UNIT);
-    Arc::new(Mutex::new(w))
-}
-
-fn status(w: &Arc<Mutex<World>>) -> StatusValue {
-    w.lock().unwrap().unit_status(UNIT)
-}
-
-/// Run `hook` and check that it succeeded.
-fn run(s: &mut Scenario<'_>, hook: &str) {
-    let r = s
-        .run::<RedisK8sCharm>(&format!("hooks/{hook}"), HookInfo::default())
-        .unwrap();
-    assert!(r.error.is_none(), "{hook}: {:?}", r.error);
-}
+mod scenario_support;
+use scenario_support::*;
 
 /// A deployed unit: passwords recorded, both containers converged.
 fn deployed<'p>(w: &Arc<Mutex<World>>, pebble: &'p MemoryPebbleProvider) -> Scenario<'p> {
-    let mut s = Scenario::new(w.clone(), UNIT, repo(), pebble);
+    let mut s = Scenario::new(w.clone(), U0, repo(), pebble);
     run(&mut s, "leader-elected");
     run(&mut s, "redis-pebble-ready");
     run(&mut s, "sentinel-pebble-ready");
@@ -58,33 +28,14 @@ fn deployed<'p>(w: &Arc<Mutex<World>>, pebble: &'p MemoryPebbleProvider) -> Scen
 /// has no check fields, so the workload and check variables are added here); commits on
 /// success like a hook's exit code. Returns whether the dispatch succeeded.
 fn check_hook(s: &mut Scenario<'_>, container: &str, kind: &str, check: &str) -> bool {
-    let hook_name = format!("{container}-pebble-check-{kind}");
-    let dispatch_path = format!("hooks/{hook_name}");
-    let hook = HookInfo {
-        hook_name: hook_name.clone(),
-        ..HookInfo::default()
-    };
-    let mut env = s.env(&dispatch_path, &hook);
-    env.insert("JUJU_WORKLOAD_NAME".into(), container.into());
-    env.insert("JUJU_PEBBLE_CHECK_NAME".into(), check.into());
-    let ctx = JujuContext::from_map(&env).expect("check hook context");
-    let session = World::session(&s.world, &s.unit, hook);
-    let mut fw = Framework::new(&ctx, &session, s.pebble, s.state.stored.clone());
-    let mut charm = RedisK8sCharm::default();
-    let outcome = dispatch(&mut charm, &mut fw);
-    let data = fw.into_data();
-    match outcome {
-        Ok(()) => {
-            s.state.stored = data;
-            session.commit().expect("commit");
-            true
-        }
-        Err(e) => {
-            eprintln!("dispatch failed: {e}");
-            session.discard();
-            false
-        }
-    }
+    run_with_env(
+        s,
+        &format!("{container}-pebble-check-{kind}"),
+        &[
+            ("JUJU_WORKLOAD_NAME", container),
+            ("JUJU_PEBBLE_CHECK_NAME", check),
+        ],
+    )
 }
 
 /// Every password the unit knows (from the password action, which reads them wherever they
@@ -115,7 +66,7 @@ fn passwords(w: &Arc<Mutex<World>>) -> Vec<String> {
 
 #[test]
 fn the_layers_carry_password_free_checks_and_the_exporter() {
-    let w = world();
+    let w = world(1);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     deployed(&w, &pebble);
     let redis = pebble.get("redis");
@@ -190,7 +141,7 @@ fn the_layers_carry_password_free_checks_and_the_exporter() {
 
 #[test]
 fn a_missing_exporter_does_not_hold_up_redis_or_the_hook() {
-    let w = world();
+    let w = world(1);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     pebble.get("redis").set_service_start_failure(
         EXPORTER_SERVICE,
@@ -203,7 +154,12 @@ fn a_missing_exporter_does_not_hold_up_redis_or_the_hook() {
         redis.service_state(EXPORTER_SERVICE).as_deref(),
         Some("active")
     );
-    assert_eq!(status(&w).status, StatusName::Active, "{:?}", status(&w));
+    assert_eq!(
+        status(&w, U0).status,
+        StatusName::Active,
+        "{:?}",
+        status(&w, U0)
+    );
     // Nothing deferred for it, and the next hook simply tries again.
     assert!(s.state.stored.notices.is_empty());
     redis.set_service_start_failure(EXPORTER_SERVICE, None);
@@ -216,7 +172,7 @@ fn a_missing_exporter_does_not_hold_up_redis_or_the_hook() {
 
 #[test]
 fn an_existing_sentinel_gets_its_check_without_a_restart_or_a_config_rewrite() {
-    let w = world();
+    let w = world(1);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = deployed(&w, &pebble);
     let sentinel = pebble.get("sentinel");
@@ -228,7 +184,7 @@ fn an_existing_sentinel_gets_its_check_without_a_restart_or_a_config_rewrite() {
     fresh.add_layer("sentinel", &old, true).unwrap();
     fresh.replan(std::time::Duration::from_secs(5)).unwrap();
     let conf = "# rewritten by sentinel\n";
-    fresh.seed_file("/etc/redis-server/sentinel.conf", conf.as_bytes());
+    fresh.seed_file(SENTINEL_CONF, conf.as_bytes());
     pebble.insert("sentinel", fresh);
     let sentinel = pebble.get("sentinel");
     assert!(sentinel.plan().checks.is_empty());
@@ -246,26 +202,20 @@ fn an_existing_sentinel_gets_its_check_without_a_restart_or_a_config_rewrite() {
             .any(|c| c.starts_with("replan") || c.starts_with("push") || c.contains("restart")),
         "{calls:?}"
     );
-    assert_eq!(
-        sentinel
-            .file("/etc/redis-server/sentinel.conf")
-            .unwrap()
-            .text(),
-        conf
-    );
+    assert_eq!(sentinel.file(SENTINEL_CONF).unwrap().text(), conf);
 }
 
 #[test]
 fn a_failed_check_names_itself_in_the_status_and_is_not_deferred() {
-    let w = world();
+    let w = world(1);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = deployed(&w, &pebble);
-    assert_eq!(status(&w).status, StatusName::Active);
+    assert_eq!(status(&w, U0).status, StatusName::Active);
 
     pebble.get("redis").set_check_status(REDIS_CHECK, "down");
     assert!(check_hook(&mut s, "redis", "failed", REDIS_CHECK));
     assert_eq!(
-        status(&w),
+        status(&w, U0),
         StatusValue::waiting("redis check failing: redis-up")
     );
     assert!(s.state.stored.notices.is_empty(), "never deferred");
@@ -276,50 +226,50 @@ fn a_failed_check_names_itself_in_the_status_and_is_not_deferred() {
         .set_check_status(SENTINEL_CHECK, "down");
     assert!(check_hook(&mut s, "sentinel", "failed", SENTINEL_CHECK));
     assert_eq!(
-        status(&w),
+        status(&w, U0),
         StatusValue::waiting("redis check failing: redis-up, sentinel check failing: sentinel-up")
     );
 
     // update-status keeps saying so (Pebble's view, not a memory of the hook).
     run(&mut s, "update-status");
     assert_eq!(
-        status(&w).message,
+        status(&w, U0).message,
         "redis check failing: redis-up, sentinel check failing: sentinel-up"
     );
 }
 
 #[test]
 fn a_failed_check_is_reported_even_when_pebble_cannot_be_asked() {
-    let w = world();
+    let w = world(1);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = deployed(&w, &pebble);
     pebble.get("sentinel").set_can_connect(false);
     assert!(check_hook(&mut s, "sentinel", "failed", SENTINEL_CHECK));
     assert_eq!(
-        status(&w),
+        status(&w, U0),
         StatusValue::waiting("sentinel check failing: sentinel-up")
     );
 }
 
 #[test]
 fn a_failed_hook_for_a_check_that_is_up_again_reports_the_current_state() {
-    let w = world();
+    let w = world(1);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = deployed(&w, &pebble);
     // The check flapped back before the hook ran: Pebble's current view wins.
     assert!(check_hook(&mut s, "redis", "failed", REDIS_CHECK));
-    assert_eq!(status(&w), StatusValue::active("primary"));
+    assert_eq!(status(&w, U0), StatusValue::active("primary"));
 }
 
 #[test]
 fn a_recovered_check_converges_again_and_restores_the_active_status() {
-    let w = world();
+    let w = world(1);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = deployed(&w, &pebble);
     let redis = pebble.get("redis");
     redis.set_check_status(REDIS_CHECK, "down");
     assert!(check_hook(&mut s, "redis", "failed", REDIS_CHECK));
-    assert_eq!(status(&w).status, StatusName::Waiting);
+    assert_eq!(status(&w, U0).status, StatusName::Waiting);
 
     // Redis died meanwhile (Pebble gave up restarting it); the check comes back up.
     redis.set_service_state("redis", "error");
@@ -334,7 +284,7 @@ fn a_recovered_check_converges_again_and_restores_the_active_status() {
     );
     assert!(redis.calls().iter().any(|c| c.starts_with("replan")));
     // No real Redis answers in a scenario: the role this hook converged to.
-    assert_eq!(status(&w), StatusValue::active("primary"));
+    assert_eq!(status(&w, U0), StatusValue::active("primary"));
     assert!(s.state.stored.notices.is_empty());
 }
 
@@ -380,7 +330,7 @@ fn the_exporter_password_file_is_rewritten_and_the_exporter_restarted_only_on_ch
 
 #[test]
 fn check_hooks_are_registered_for_both_containers() {
-    let w = world();
+    let w = world(1);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = deployed(&w, &pebble);
     for c in ["redis", "sentinel"] {
@@ -392,47 +342,21 @@ fn check_hooks_are_registered_for_both_containers() {
         pebble.get(c).set_check_status(check, "down");
         assert!(check_hook(&mut s, c, "failed", check));
         assert!(
-            status(&w)
+            status(&w, U0)
                 .message
                 .contains(&format!("{c} check failing: {check}")),
             "{:?}",
-            status(&w)
+            status(&w, U0)
         );
         pebble.get(c).set_check_status(check, "up");
         assert!(check_hook(&mut s, c, "recovered", check));
-        assert_eq!(status(&w).status, StatusName::Active, "{:?}", status(&w));
+        assert_eq!(
+            status(&w, U0).status,
+            StatusName::Active,
+            "{:?}",
+            status(&w, U0)
+        );
     }
-}
-
-/// A process killed (and reaped) when dropped, whatever the test did.
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[&str]) -> Proc {
-    Proc(
-        std::process::Command::new(args[0])
-            .args(&args[1..])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    )
-}
-
-fn wait_port(host: &str, port: u16) {
-    for _ in 0..100 {
-        if std::net::TcpStream::connect((host, port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("{host}:{port} never listened");
 }
 
 /// The status builders against real processes: our own sentinel unreachable, answering
@@ -449,21 +373,23 @@ fn sentinel_and_replication_views_from_real_processes() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let _redis = spawn(&[
+    let _redis = spawn(
         "redis-server",
-        "--bind",
-        host,
-        "--port",
-        "6379",
-        "--requirepass",
-        "rpw",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        dir.path().to_str().unwrap(),
-    ]);
+        &[
+            "--bind",
+            host,
+            "--port",
+            "6379",
+            "--requirepass",
+            "rpw",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ],
+    );
     let conf = dir.path().join("sentinel.conf");
     std::fs::write(
         &conf,
@@ -473,7 +399,7 @@ fn sentinel_and_replication_views_from_real_processes() {
         ),
     )
     .unwrap();
-    let _sentinel = spawn(&["redis-server", conf.to_str().unwrap(), "--sentinel"]);
+    let _sentinel = spawn("redis-server", &[conf.to_str().unwrap(), "--sentinel"]);
     wait_port(host, 6379);
     wait_port(host, 26379);
 
