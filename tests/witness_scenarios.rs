@@ -286,3 +286,34 @@ fn three_units_have_no_witness() {
     assert!(!conf.contains(" 26380 "), "{conf}");
     assert!(!bag(&w, U1).contains_key("witness"));
 }
+
+/// After a scale-up from two to three units, a unit that still runs the witness stops it,
+/// removes its config and records `witness: stopped`.
+#[test]
+fn a_running_witness_is_stopped_after_a_scale_up() {
+    use redis_k8s::ops::pebble::{Pebble, ServiceAction};
+    let w = world(3);
+    let p0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let mut s0 = Scenario::new(w.clone(), U0, repo(), &p0);
+    run(&mut s0, "leader-elected");
+    let p1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let sent = p1.get("sentinel");
+    sent.add_layer(WITNESS_SERVICE, &redis_k8s::witness::witness_layer(), true)
+        .unwrap();
+    sent.seed_file(WITNESS_CONFIG_PATH, b"port 26380\n");
+    sent.service_action(ServiceAction::Start, &[WITNESS_SERVICE])
+        .unwrap();
+    sent.set_service_state(WITNESS_SERVICE, "active");
+    set_bag(&w, U1, "witness", "running");
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &p1);
+    run(&mut s1, "config-changed");
+    assert_ne!(
+        sent.service_state(WITNESS_SERVICE).as_deref(),
+        Some("active")
+    );
+    assert!(sent.file(WITNESS_CONFIG_PATH).is_none());
+    assert_eq!(
+        bag(&w, U1).get("witness").map(String::as_str),
+        Some("stopped")
+    );
+}
