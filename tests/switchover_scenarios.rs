@@ -4,59 +4,33 @@
 //! `tests/e2e_switchover.rs`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use redis_k8s::charm::RedisK8sCharm;
 use redis_k8s::ops::hookcmds::StatusName;
 use redis_k8s::ops::testing::harness::Scenario;
 use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
-use redis_k8s::ops::testing::world::{ActionInvocation, CharmMeta, HookInfo, World};
+use redis_k8s::ops::testing::world::World;
 
-const APP: &str = "redis-k8s";
-const CONF: &str = "/etc/redis-server/redis.conf";
+mod scenario_support;
+use scenario_support::*;
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A model with `n` units of the charm; unit 0 leads.
-fn world(n: usize) -> Arc<Mutex<World>> {
-    let mut w = World::new("scn");
-    w.add_app(APP, CharmMeta::load(repo()).expect("charm metadata"))
-        .unwrap();
-    for _ in 0..n {
-        w.add_unit(APP).unwrap();
-    }
-    w.set_leader("redis-k8s/0");
-    Arc::new(Mutex::new(w))
-}
-
-fn set_config(w: &Arc<Mutex<World>>, pairs: &[(&str, serde_json::Value)]) {
-    let values = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    w.lock().unwrap().set_config(APP, values).unwrap();
+/// redis.conf as unit 0 (the leader) renders it; see [`rendered_conf_of`].
+fn rendered_conf(w: &Arc<Mutex<World>>) -> Option<String> {
+    rendered_conf_of(w, U0)
 }
 
 /// redis.conf as `unit` renders it after unit 0's leader-elected and its own
-/// redis-pebble-ready.
-fn rendered_conf(w: &Arc<Mutex<World>>) -> Option<String> {
-    rendered_conf_of(w, "redis-k8s/0")
-}
-
+/// redis-pebble-ready (each on fresh containers); `None` when nothing was pushed.
 fn rendered_conf_of(w: &Arc<Mutex<World>>, unit: &str) -> Option<String> {
     let leader = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    Scenario::new(w.clone(), "redis-k8s/0", repo(), &leader)
-        .run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
+    run(
+        &mut Scenario::new(w.clone(), U0, repo(), &leader),
+        "leader-elected",
+    );
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = Scenario::new(w.clone(), unit, repo(), &pebble);
-    let r = s
-        .run::<RedisK8sCharm>("hooks/redis-pebble-ready", HookInfo::default())
-        .unwrap();
-    assert!(r.error.is_none(), "{:?}", r.error);
+    run(&mut s, "redis-pebble-ready");
     pebble.get("redis").file(CONF).map(|f| f.text())
 }
 
@@ -76,7 +50,7 @@ fn min_replicas_is_off_with_one_unit() {
 fn min_replicas_is_one_with_three_units() {
     let w = world(3);
     // A replica renders it, so it holds once the replica is promoted.
-    let conf = rendered_conf_of(&w, "redis-k8s/1").expect("redis.conf");
+    let conf = rendered_conf_of(&w, U1).expect("redis.conf");
     assert!(
         has_line(
             &conf,
@@ -88,7 +62,7 @@ fn min_replicas_is_one_with_three_units() {
     assert!(has_line(&conf, "min-replicas-max-lag 10"), "{conf}");
     // The first primary starts writable (no replica can be in sync before it runs); its
     // next converge or update-status turns it on.
-    let conf0 = rendered_conf_of(&w, "redis-k8s/0").expect("redis.conf");
+    let conf0 = rendered_conf_of(&w, U0).expect("redis.conf");
     assert!(has_line(&conf0, "min-replicas-to-write 0"), "{conf0}");
 }
 
@@ -113,14 +87,10 @@ fn invalid_min_replicas_blocks_naming_the_option() {
         let w = world(1);
         set_config(&w, &[(option, value.into())]);
         let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-        let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
-        s.run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-            .unwrap();
-        let r = s
-            .run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
-            .unwrap();
-        assert!(r.error.is_none());
-        let st = w.lock().unwrap().unit_status("redis-k8s/0");
+        let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+        run(&mut s, "leader-elected");
+        run(&mut s, "config-changed");
+        let st = status(&w, U0);
         assert_eq!(st.status, StatusName::Blocked);
         assert!(st.message.contains(option), "{}", st.message);
         assert!(pebble.get("redis").file(CONF).is_none());
@@ -130,30 +100,23 @@ fn invalid_min_replicas_blocks_naming_the_option() {
 fn run_switchover(unit: &str) -> (Option<String>, BTreeMap<String, String>) {
     let w = world(3);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), "redis-k8s/1", repo(), &pebble);
-    {
-        // Peer data as the leader would have recorded it.
-        let mut w = w.lock().unwrap();
-        let id = w.peer_relation_id(APP, "redis-peers").unwrap();
-        let mut bag = BTreeMap::new();
-        bag.insert("redis-password".to_string(), "a".repeat(32));
-        bag.insert("sentinel-password".to_string(), "b".repeat(32));
-        bag.insert(
-            "leader-host".to_string(),
-            "redis-k8s-0.redis-k8s-endpoints.scn.svc.cluster.local".to_string(),
-        );
-        w.set_relation_data(id, APP, bag);
-    }
-    let mut params = BTreeMap::new();
-    params.insert("unit".to_string(), serde_json::Value::from(unit));
-    let hook = HookInfo {
-        action: Some(ActionInvocation {
-            name: "switchover".into(),
-            params,
-        }),
-        ..HookInfo::default()
-    };
-    let r = s.run::<RedisK8sCharm>("actions/switchover", hook).unwrap();
+    let mut s = Scenario::new(w.clone(), U1, repo(), &pebble);
+    // Peer data as the leader would have recorded it.
+    set_bag(
+        &w,
+        APP,
+        &[
+            ("redis-password", &"a".repeat(32)),
+            ("sentinel-password", &"b".repeat(32)),
+            ("leader-host", FQDN0),
+        ],
+    );
+    let r = s
+        .run::<RedisK8sCharm>(
+            "actions/switchover",
+            action("switchover", &[("unit", unit)]),
+        )
+        .unwrap();
     assert!(r.error.is_none(), "{:?}", r.error);
     (r.session.action_failure(), r.session.action_results())
 }
@@ -170,7 +133,7 @@ fn switchover_to_an_unknown_unit_fails_naming_it() {
 
 #[test]
 fn switchover_to_the_current_primary_fails() {
-    let (failure, _) = run_switchover("redis-k8s/0");
+    let (failure, _) = run_switchover(U0);
     let msg = failure.expect("the action fails");
     assert!(msg.contains("already the primary"), "{msg}");
 }
