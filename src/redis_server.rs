@@ -71,16 +71,12 @@ pub fn on_pebble_ready(
     Ok(())
 }
 
-/// How long a replica's hook waits for its link to come up right after it started Redis or
-/// pointed it at another primary (an empty or small data set syncs in well under a second).
-const REPLICA_LINK_WAIT: Duration = Duration::from_secs(5);
-/// How long a primary's hook waits for a replica that reported its link up (in its unit
-/// databag) to show as `state=online` in our own `INFO replication` (they agree within
-/// milliseconds; the wait only covers the race).
-const ANNOUNCED_REPLICA_WAIT: Duration = Duration::from_secs(3);
-/// How long a primary that has just started waits for a replica that is configured to follow
-/// it (its unit databag says so) to connect and sync: a replica retries once a second.
-const STARTED_PRIMARY_WAIT: Duration = Duration::from_secs(5);
+/// How long a hook waits for a replication link that is not syncing yet (a replica retries
+/// its primary once a second; a primary's replica connects within that).
+const LINK_CONNECT_WAIT: Duration = Duration::from_secs(2);
+/// How long a hook waits for an initial sync that is under way: Redis's diskless sync waits
+/// 5 s for more replicas before it sends (`repl-diskless-sync-delay`), then the data set.
+const LINK_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// Make the redis container run Redis with the right config and role.
 pub fn converge(
@@ -129,8 +125,15 @@ fn converge_pass(
     let replica_matters =
         cfg.min_replicas_to_write(planned, false) != cfg.min_replicas_to_write(planned, true);
     let mut alone = replicaof.is_none() && primary_without_replica(&topo);
-    if alone && replica_matters && event_announces_replica(fw, &topo)? {
-        alone = !wait_online_replica(&topo, ANNOUNCED_REPLICA_WAIT);
+    if alone && replica_matters {
+        // A replica that just said (in its unit databag) it is in sync, or one syncing now:
+        // worth a bounded wait, so min-replicas goes on in this hook.
+        let connect = if event_announces_replica(fw, &topo)? {
+            LINK_CONNECT_WAIT
+        } else {
+            Duration::ZERO
+        };
+        alone = !wait_online_replica(&topo, connect);
     }
     let min_replicas = (
         cfg.min_replicas_to_write(planned, alone),
@@ -230,7 +233,7 @@ fn converge_pass(
         // A fresh primary whose replicas started first: they connect within a second. Once
         // one is in sync, render and apply min-replicas again rather than wait for the next
         // hook (none may come before update-status).
-        if peer_follows_us(fw, &topo)? && wait_online_replica(&topo, STARTED_PRIMARY_WAIT) {
+        if peer_follows_us(fw, &topo)? && wait_online_replica(&topo, LINK_CONNECT_WAIT) {
             return converge_pass(charm, fw, true);
         }
     }
@@ -279,25 +282,35 @@ fn peer_follows_us(
     Ok(false)
 }
 
-/// Poll our own Redis (every 100 ms, at most `max`) until it is a primary with a replica
-/// `state=online`. False at once when Redis does not answer.
-fn wait_online_replica(topo: &crate::charm::Topology, max: Duration) -> bool {
-    let deadline = Instant::now() + max;
+/// Poll our own Redis every 100 ms until it is a primary with a replica `state=online`: for
+/// at most `connect` while no replica is syncing, and up to [`LINK_SYNC_WAIT`] while one is
+/// (`wait_bgsave`, `send_bulk`). False at once when Redis does not answer.
+fn wait_online_replica(topo: &crate::charm::Topology, connect: Duration) -> bool {
+    let start = Instant::now();
     let Ok(mut c) = RedisConn::connect(&own_address(topo), REDIS_PORT, topo.peer.admin_password())
     else {
         return false;
     };
     loop {
-        match c.info("replication") {
-            Ok(info) if has_online_replica(&info) => return true,
-            Ok(_) => {}
+        let info = match c.info("replication") {
+            Ok(info) => info,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read replication state");
                 return false;
             }
+        };
+        if has_online_replica(&info) {
+            return true;
         }
-        if Instant::now() >= deadline {
-            tracing::info!("no replica in sync yet; min-replicas stays off for now");
+        let syncing = info.get("role").map(String::as_str) == Some("master")
+            && info.iter().any(|(k, v)| {
+                k.starts_with("slave") && v.contains("state=") && !v.contains("state=online")
+            });
+        let limit = if syncing { LINK_SYNC_WAIT } else { connect };
+        if start.elapsed() >= limit {
+            if syncing || !connect.is_zero() {
+                tracing::info!("no replica in sync yet; min-replicas stays off for now");
+            }
             return false;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -314,8 +327,9 @@ fn has_online_replica(info: &std::collections::BTreeMap<String, String>) -> bool
 /// Record this unit's replication link in its peer unit databag ([`KEY_REPLICA_LINK`]) when
 /// it changed: `up` once a replica is in sync, which fires `-relation-changed` on the
 /// primary's unit so it turns min-replicas on at once. `wait`: Redis was just started or
-/// re-pointed, so give the initial sync [`REPLICA_LINK_WAIT`] first. A primary clears the
-/// key. Nothing is written when Redis cannot be asked.
+/// re-pointed, so give it [`LINK_CONNECT_WAIT`] to connect and [`LINK_SYNC_WAIT`] to finish
+/// an initial sync first. A primary clears the key. Nothing is written when Redis cannot be
+/// asked.
 pub fn record_replica_link(
     fw: &Framework<'_>,
     topo: &crate::charm::Topology,
@@ -324,12 +338,12 @@ pub fn record_replica_link(
     let Some(id) = topo.peer_relation else {
         return Ok(());
     };
-    let deadline = Instant::now()
-        + if wait {
-            REPLICA_LINK_WAIT
-        } else {
-            Duration::ZERO
-        };
+    let start = Instant::now();
+    let (connect, sync) = if wait {
+        (LINK_CONNECT_WAIT, LINK_SYNC_WAIT)
+    } else {
+        (Duration::ZERO, Duration::ZERO)
+    };
     let observed = RedisConn::connect(&own_address(topo), REDIS_PORT, topo.peer.admin_password())
         .and_then(|mut c| {
             let run_id = c.info("server")?.get("run_id").cloned().unwrap_or_default();
@@ -339,7 +353,8 @@ pub fn record_replica_link(
                     return Ok(None);
                 }
                 let up = info.get("master_link_status").map(String::as_str) == Some("up");
-                if up || Instant::now() >= deadline {
+                let syncing = info.get("master_sync_in_progress").map(String::as_str) == Some("1");
+                if up || start.elapsed() >= if syncing { sync } else { connect } {
                     return Ok(Some(ReplicaLink {
                         up,
                         primary: info.get("master_host").cloned().unwrap_or_default(),
