@@ -78,9 +78,9 @@ fn a_crashed_primary_loses_only_the_last_unreplicated_writes() {
     }
 
     // Steady state: both replicas have finished their initial sync and the primary requires
-    // one of them for a write (automatic with three units, turned on by update-status once
-    // a replica is in sync). Until then a crash can lose everything written (the charm keeps
-    // a primary without an online replica writable).
+    // one of them for a write (automatic with three units, turned on as soon as a replica
+    // reports its link up; tests/e2e_min_replicas.rs). Until then a crash can lose
+    // everything written (the charm keeps a primary without an online replica writable).
     common::eventually("both replicas online", 60, || {
         common::redis(&paddr, 6379, Some(&pw), &[&["INFO", "replication"]])
             .and_then(|r| r.first().map(common::Resp::text))
