@@ -3,70 +3,32 @@
 //! `sentinel-pebble-custom-notice` handler (state in, event, state out). The real switch of
 //! primary, end to end, is `tests/e2e_primary_tracking.rs`.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use redis_k8s::charm::RedisK8sCharm;
-use redis_k8s::ops::context::JujuContext;
-use redis_k8s::ops::framework::{dispatch, Framework};
 use redis_k8s::ops::testing::harness::Scenario;
 use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
-use redis_k8s::ops::testing::world::{CharmMeta, HookInfo, World};
+use redis_k8s::ops::testing::world::World;
 
-const APP: &str = "redis-k8s";
+mod scenario_support;
+use scenario_support::*;
+
 const KEY: &str = "redis-k8s.charm/primary-changed";
-const FQDN0: &str = "redis-k8s-0.redis-k8s-endpoints.scn.svc.cluster.local";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Three units (unit 0 leads) and a client app related on `redis`.
-fn world() -> (Arc<Mutex<World>>, u32) {
-    let mut w = World::new("scn");
-    w.add_app(APP, CharmMeta::load(repo()).expect("charm metadata"))
-        .unwrap();
-    for _ in 0..3 {
-        w.add_unit(APP).unwrap();
-    }
-    w.set_leader("redis-k8s/0");
-    let client = CharmMeta::from_yaml(
-        "name: client\nrequires:\n  cache:\n    interface: redis\n",
-        "",
-        "",
-    )
-    .unwrap();
-    w.add_app("client", client).unwrap();
-    w.add_unit("client").unwrap();
-    let rel = w.add_relation((APP, "redis"), ("client", "cache")).unwrap();
-    (Arc::new(Mutex::new(w)), rel)
-}
-
-fn peer_bag(w: &Arc<Mutex<World>>) -> BTreeMap<String, String> {
-    let w = w.lock().unwrap();
-    let id = w.peer_relation_id(APP, "redis-peers").unwrap();
-    w.relation_data(id, APP)
+fn three_units_and_a_client() -> (Arc<Mutex<World>>, u32) {
+    let w = world(3);
+    let rel = add_client(&w);
+    (w, rel)
 }
 
 /// Leader elected, both workloads converged, the client relation published.
 fn deployed<'p>(w: &Arc<Mutex<World>>, rel: u32, pebble: &'p MemoryPebbleProvider) -> Scenario<'p> {
-    let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), pebble);
-    for hook in [
-        "hooks/leader-elected",
-        "hooks/config-changed",
-        "hooks/sentinel-pebble-ready",
-    ] {
-        let r = s.run::<RedisK8sCharm>(hook, HookInfo::default()).unwrap();
-        assert!(r.error.is_none(), "{hook}: {:?}", r.error);
+    let mut s = Scenario::new(w.clone(), U0, repo(), pebble);
+    for hook in ["leader-elected", "config-changed", "sentinel-pebble-ready"] {
+        run(&mut s, hook);
     }
-    let hook = HookInfo {
-        hook_name: "redis-relation-joined".into(),
-        relation_id: Some(rel),
-        remote_unit: Some("client/0".into()),
-        remote_app: Some("client".into()),
-        ..HookInfo::default()
-    };
+    let hook = client_hook("joined", rel, Some("client/0"));
     let r = s
         .run::<RedisK8sCharm>("hooks/redis-relation-joined", hook)
         .unwrap();
@@ -78,43 +40,25 @@ fn deployed<'p>(w: &Arc<Mutex<World>>, rel: u32, pebble: &'p MemoryPebbleProvide
 /// notice fields, so the notice variables are added to its environment here); commits on
 /// success like a hook's exit code. Returns whether the dispatch succeeded.
 fn notice(s: &mut Scenario<'_>, key: &str) -> bool {
-    let dispatch_path = "hooks/sentinel-pebble-custom-notice";
-    let hook = HookInfo {
-        hook_name: "sentinel-pebble-custom-notice".into(),
-        ..HookInfo::default()
-    };
-    let mut env = s.env(dispatch_path, &hook);
-    env.insert("JUJU_NOTICE_ID".into(), "7".into());
-    env.insert("JUJU_NOTICE_TYPE".into(), "custom".into());
-    env.insert("JUJU_NOTICE_KEY".into(), key.into());
-    let ctx = JujuContext::from_map(&env).expect("notice context");
-    let session = World::session(&s.world, &s.unit, hook);
-    let mut fw = Framework::new(&ctx, &session, s.pebble, s.state.stored.clone());
-    let mut charm = RedisK8sCharm::default();
-    let outcome = dispatch(&mut charm, &mut fw);
-    let data = fw.into_data();
-    match outcome {
-        Ok(()) => {
-            s.state.stored = data;
-            session.commit().expect("commit");
-            true
-        }
-        Err(e) => {
-            eprintln!("dispatch failed: {e}");
-            session.discard();
-            false
-        }
-    }
+    run_with_env(
+        s,
+        "sentinel-pebble-custom-notice",
+        &[
+            ("JUJU_NOTICE_ID", "7"),
+            ("JUJU_NOTICE_TYPE", "custom"),
+            ("JUJU_NOTICE_KEY", key),
+        ],
+    )
 }
 
 #[test]
 fn sentinel_conf_names_the_reconfig_script_after_monitor_and_the_script_is_pushed_0750() {
-    let (w, rel) = world();
+    let (w, rel) = three_units_and_a_client();
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     deployed(&w, rel, &pebble);
     let sentinel = pebble.get("sentinel");
     let conf = sentinel
-        .file("/etc/redis-server/sentinel.conf")
+        .file(SENTINEL_CONF)
         .expect("sentinel.conf pushed")
         .text();
     let line = "\nsentinel client-reconfig-script redis-k8s /etc/redis-server/notify-primary.sh\n";
@@ -210,26 +154,20 @@ fn the_script_calls_pebble_notify_and_always_exits_zero() {
 
 #[test]
 fn leader_notice_with_sentinel_unreachable_keeps_the_relation_data_and_does_not_crash() {
-    let (w, rel) = world();
+    let (w, rel) = three_units_and_a_client();
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = deployed(&w, rel, &pebble);
-    assert_eq!(peer_bag(&w)["leader-host"], FQDN0);
+    assert_eq!(bag(&w, APP)["leader-host"], FQDN0);
     // A recorded primary that differs from what anyone says: nothing may overwrite it while
     // no sentinel answers (the scenario's hosts do not resolve, so no sentinel is reachable).
     let stale = "redis-k8s-2.redis-k8s-endpoints.scn.svc.cluster.local";
-    {
-        let mut wl = w.lock().unwrap();
-        let id = wl.peer_relation_id(APP, "redis-peers").unwrap();
-        let mut bag = wl.relation_data(id, APP);
-        bag.insert("leader-host".into(), stale.into());
-        wl.set_relation_data(id, APP, bag);
-    }
+    set_bag(&w, APP, &[("leader-host", stale)]);
     let client_before = w.lock().unwrap().relation_data(rel, APP);
     assert_eq!(client_before["leader-host"], FQDN0);
     pebble.get("sentinel").clear_calls();
 
     assert!(notice(&mut s, KEY), "the hook must succeed");
-    assert_eq!(peer_bag(&w)["leader-host"], stale, "peer leader-host kept");
+    assert_eq!(bag(&w, APP)["leader-host"], stale, "peer leader-host kept");
     // The client relation follows the peer record (nothing new was learnt from sentinel).
     assert_eq!(
         w.lock().unwrap().relation_data(rel, APP)["leader-host"],
@@ -249,15 +187,15 @@ fn leader_notice_with_sentinel_unreachable_keeps_the_relation_data_and_does_not_
 
 #[test]
 fn other_notice_keys_are_ignored() {
-    let (w, rel) = world();
+    let (w, rel) = three_units_and_a_client();
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = deployed(&w, rel, &pebble);
-    let peer_before = peer_bag(&w);
+    let peer_before = bag(&w, APP);
     let client_before = w.lock().unwrap().relation_data(rel, APP);
     pebble.get("redis").clear_calls();
     pebble.get("sentinel").clear_calls();
     assert!(notice(&mut s, "example.com/something-else"));
-    assert_eq!(peer_bag(&w), peer_before);
+    assert_eq!(bag(&w, APP), peer_before);
     assert_eq!(w.lock().unwrap().relation_data(rel, APP), client_before);
     assert!(pebble.get("redis").calls().is_empty());
     assert!(pebble.get("sentinel").calls().is_empty());
@@ -266,25 +204,18 @@ fn other_notice_keys_are_ignored() {
 
 #[test]
 fn a_notice_on_a_non_leader_converges_redis_without_touching_app_data() {
-    let (w, rel) = world();
+    let (w, rel) = three_units_and_a_client();
     let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     deployed(&w, rel, &pebble0);
-    let peer_before = peer_bag(&w);
+    let peer_before = bag(&w, APP);
     let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), "redis-k8s/1", repo(), &pebble1);
-    let r = s1
-        .run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
-        .unwrap();
-    assert!(r.error.is_none());
+    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    run(&mut s1, "config-changed");
     pebble1.get("redis").clear_calls();
     assert!(notice(&mut s1, KEY));
-    assert_eq!(peer_bag(&w), peer_before);
+    assert_eq!(bag(&w, APP), peer_before);
     // Unit 1 follows the recorded primary (no sentinel answers here): its redis.conf names it.
-    let conf = pebble1
-        .get("redis")
-        .file("/etc/redis-server/redis.conf")
-        .expect("redis.conf")
-        .text();
+    let conf = pebble1.get("redis").file(CONF).expect("redis.conf").text();
     assert!(conf.contains(&format!("replicaof {FQDN0} 6379")), "{conf}");
     assert!(pebble1
         .get("redis")
