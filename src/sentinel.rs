@@ -519,6 +519,18 @@ fn keep_runtime_settings(
     planned: usize,
     cfg: &crate::config::CharmConfig,
 ) {
+    keep_runtime_settings_on(fw, topo, planned, cfg, SENTINEL_PORT);
+}
+
+/// [`keep_runtime_settings`] for this unit's sentinel on `port` (the unit's, or the
+/// two-unit witness's).
+pub(crate) fn keep_runtime_settings_on(
+    fw: &Framework<'_>,
+    topo: &crate::charm::Topology,
+    planned: usize,
+    cfg: &crate::config::CharmConfig,
+    port: u16,
+) {
     let Some(password) = topo.peer.sentinel_password.as_deref() else {
         return;
     };
@@ -529,7 +541,7 @@ fn keep_runtime_settings(
     ];
     let host = own_address(topo);
     let app = &fw.ctx.app_name;
-    let result = RedisConn::connect(&host, SENTINEL_PORT, Some(password)).and_then(|mut c| {
+    let result = RedisConn::connect(&host, port, Some(password)).and_then(|mut c| {
         let info = c.sentinel_master(app)?;
         for (key, value) in &want {
             if info.get(*key) != Some(value) {

@@ -201,7 +201,19 @@ pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<(),
     };
     let action = decide(&facts);
     let now_running = match action {
-        Action::Keep => running,
+        Action::Keep => {
+            if running {
+                // It owns its config file: config changes reach it only at runtime.
+                crate::sentinel::keep_runtime_settings_on(
+                    fw,
+                    &topo,
+                    planned_units,
+                    &cfg,
+                    WITNESS_PORT,
+                );
+            }
+            running
+        }
         Action::Stop => match stop(&*pebble) {
             Ok(()) => {
                 tracing::info!(planned_units, "stopped the witness sentinel");

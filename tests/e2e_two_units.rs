@@ -34,7 +34,7 @@ fn listens(addr: &str, port: u16) -> bool {
 }
 
 /// The witness runs on `replica` (and not on `primary`), and all three sentinels know the
-/// two others and the one replica.
+/// two others and the one replica, with down-after 2000.
 fn witness_settled_on(m: &Model, replica: &str, primary: &str, spw: &str) -> bool {
     let _ = m;
     if listens(primary, WITNESS_PORT) || !listens(replica, WITNESS_PORT) {
@@ -45,6 +45,8 @@ fn witness_settled_on(m: &Model, replica: &str, primary: &str, spw: &str) -> boo
         .all(|(a, p)| {
             master_field(a, *p, spw, "num-other-sentinels").as_deref() == Some("2")
                 && master_field(a, *p, spw, "num-slaves").as_deref() == Some("1")
+            // The config change after deploy reached every sentinel, the witness included.
+            && master_field(a, *p, spw, "down-after-milliseconds").as_deref() == Some("2000")
         })
 }
 
