@@ -1,5 +1,5 @@
 //! The two-unit witness with real redis-server and redis-sentinel processes (no model):
-//! unit A (127.0.98.1) and unit B (127.0.98.2) each run Redis and a sentinel; the replica's
+//! unit A (127.0.95.1) and unit B (127.0.95.2) each run Redis and a sentinel; the replica's
 //! unit also runs the witness sentinel on 26380 under the app's stable id
 //! ([`redis_k8s::witness::witness_id`]). Every config is rendered from the charm's template.
 //!
@@ -25,8 +25,8 @@ use redis_k8s::witness::{witness_id, WITNESS_PORT};
 const APP: &str = "redis-k8s";
 const MODEL: &str = "wit";
 const SPW: &str = "sentinel-pw";
-const A: &str = "127.0.98.1";
-const B: &str = "127.0.98.2";
+const A: &str = "127.0.95.1";
+const B: &str = "127.0.95.2";
 
 struct Kill(Option<Child>);
 impl Kill {
