@@ -162,16 +162,10 @@ fn a_rotation_waiting_for_a_unit_names_it_in_the_leaders_status() {
     run(&mut s0, "config-changed");
     assert_eq!(status(&w, U0), StatusValue::active("primary"));
 
-    let r = s0
-        .run::<RedisK8sCharm>(
-            "actions/set-password",
-            action("set-password", &[("password", "a-new-admin-password")]),
-        )
-        .unwrap();
-    assert!(
-        r.session.action_failure().is_none(),
-        "{:?}",
-        r.session.action_failure()
+    run_action_ok(
+        &mut s0,
+        "set-password",
+        &[("password", "a-new-admin-password")],
     );
     // The leader and unit 1 applied phase add; unit 2 never does (its hooks fail, say).
     set_bag(&w, U0, &[("password-rotation-ack", "1:add")]);
@@ -248,11 +242,7 @@ fn a_rotation_waiting_for_a_unit_names_it_in_the_leaders_status() {
 /// Redis gone → waiting, and check-service says so; back → active again.
 #[test]
 fn update_status_and_check_service_against_real_redis_and_sentinel() {
-    if !root() {
-        eprintln!("skipping: needs root for a mount namespace");
-        return;
-    }
-    if in_hosts_namespace(
+    if skip_unless_in_hosts_namespace(
         "update_status_and_check_service_against_real_redis_and_sentinel",
         10,
     ) {
@@ -273,9 +263,7 @@ fn update_status_and_check_service_against_real_redis_and_sentinel() {
     run(&mut s, "update-status");
     assert_eq!(status(&w, U0), StatusValue::waiting("Waiting for Redis..."));
     assert!(s.state.stored.notices.is_empty());
-    let r = s
-        .run::<RedisK8sCharm>("actions/check-service", action("check-service", &[]))
-        .unwrap();
+    let r = run_action(&mut s, "check-service", &[]);
     assert_eq!(
         r.session.action_results()["result"],
         "Service is not running"
@@ -289,9 +277,7 @@ fn update_status_and_check_service_against_real_redis_and_sentinel() {
         status(&w, U0),
         StatusValue::active("primary, no replica online, sentinel quorum ok")
     );
-    let r = s
-        .run::<RedisK8sCharm>("actions/check-service", action("check-service", &[]))
-        .unwrap();
+    let r = run_action(&mut s, "check-service", &[]);
     assert_eq!(r.session.action_results()["result"], "Service is running");
     assert!(
         w.lock()
@@ -314,11 +300,7 @@ fn update_status_and_check_service_against_real_redis_and_sentinel() {
 /// ("Failover in progress") and defers; when none answers, the record decides.
 #[test]
 fn a_starting_unit_follows_the_sentinels_majority_and_waits_while_they_disagree() {
-    if !root() {
-        eprintln!("skipping: needs root for a mount namespace");
-        return;
-    }
-    if in_hosts_namespace(
+    if skip_unless_in_hosts_namespace(
         "a_starting_unit_follows_the_sentinels_majority_and_waits_while_they_disagree",
         20,
     ) {
@@ -583,9 +565,7 @@ fn switchover_refuses_a_malformed_unit_and_an_unknown_primary() {
     let w = world(2);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble);
-    let r = s1
-        .run::<RedisK8sCharm>("actions/switchover", action("switchover", &[]))
-        .unwrap();
+    let r = run_action(&mut s1, "switchover", &[]);
     assert_eq!(
         r.session.action_failure().as_deref(),
         Some("no primary known yet (peer data not populated)")
@@ -636,11 +616,7 @@ fn client_relation_broken_on_a_non_leader_does_nothing() {
 /// recorded; a primary the sentinel sees down, with no failover, leaves the record alone.
 #[test]
 fn the_leader_records_the_primary_its_sentinel_reports_only_when_settled() {
-    if !root() {
-        eprintln!("skipping: needs root for a mount namespace");
-        return;
-    }
-    if in_hosts_namespace(
+    if skip_unless_in_hosts_namespace(
         "the_leader_records_the_primary_its_sentinel_reports_only_when_settled",
         30,
     ) {
@@ -749,11 +725,7 @@ fn peer_changed_with_junk_app_data_waits_and_defers_on_a_non_leader() {
 /// started from the files the charm pushed.
 #[test]
 fn a_running_stale_primary_becomes_a_replica_at_runtime_without_a_restart() {
-    if !root() {
-        eprintln!("skipping: needs root for a mount namespace");
-        return;
-    }
-    if in_hosts_namespace(
+    if skip_unless_in_hosts_namespace(
         "a_running_stale_primary_becomes_a_replica_at_runtime_without_a_restart",
         40,
     ) {

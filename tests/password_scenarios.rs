@@ -109,12 +109,7 @@ fn a_python_deployment_is_migrated_into_a_secret_keeping_its_passwords() {
     assert!(r.session.calls().iter().any(|c| c == "secret-get"));
     assert!(redis_conf(&pebble1).contains(&acl_line(&["py-admin-pass"])));
     // The get-* actions still return the Python charm's passwords.
-    let r = s1
-        .run::<RedisK8sCharm>(
-            "actions/get-initial-admin-password",
-            action("get-initial-admin-password", &[]),
-        )
-        .unwrap();
+    let r = run_action(&mut s1, "get-initial-admin-password", &[]);
     assert_eq!(
         r.session.action_results()["redis-password"],
         "py-admin-pass"
@@ -202,12 +197,7 @@ fn an_unreadable_secret_waits_names_the_problem_and_never_falls_back() {
     );
     assert!(w.lock().unwrap().secret_ids(Some(APP)).is_empty());
     // The get-* actions fail with the problem instead of printing something wrong.
-    let r = s0
-        .run::<RedisK8sCharm>(
-            "actions/get-initial-admin-password",
-            action("get-initial-admin-password", &[]),
-        )
-        .unwrap();
+    let r = run_action(&mut s0, "get-initial-admin-password", &[]);
     assert!(r.session.action_results().is_empty());
     assert!(r
         .session
@@ -236,9 +226,7 @@ fn set_password_needs_the_leader_and_a_usable_password_and_outputs_no_password()
     run(&mut s0, "leader-elected");
     let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
-    let r = s1
-        .run::<RedisK8sCharm>("actions/set-password", action("set-password", &[]))
-        .unwrap();
+    let r = run_action(&mut s1, "set-password", &[]);
     assert!(r.session.action_failure().unwrap().contains("leader"));
 
     for (params, why) in [
@@ -248,21 +236,14 @@ fn set_password_needs_the_leader_and_a_usable_password_and_outputs_no_password()
             "unknown username",
         ),
     ] {
-        let r = s0
-            .run::<RedisK8sCharm>("actions/set-password", action("set-password", &params))
-            .unwrap();
+        let r = run_action(&mut s0, "set-password", &params);
         let failure = r.session.action_failure().unwrap_or_default();
         assert!(failure.contains(why), "{failure}");
     }
     assert!(!bag(&w, APP).contains_key("password-rotation"));
 
     let before = passwords_secret(&w);
-    let r = s0
-        .run::<RedisK8sCharm>(
-            "actions/set-password",
-            action("set-password", &[("username", "sentinel")]),
-        )
-        .unwrap();
+    let r = run_action(&mut s0, "set-password", &[("username", "sentinel")]);
     assert!(r.error.is_none() && r.session.action_failure().is_none());
     let after = passwords_secret(&w);
     let new = after["sentinel-password-next"].clone();
@@ -274,9 +255,7 @@ fn set_password_needs_the_leader_and_a_usable_password_and_outputs_no_password()
         .values()
         .all(|v| !v.contains(&new) && !v.contains(&before["sentinel-password"])));
     // A second rotation is refused while this one runs.
-    let r = s0
-        .run::<RedisK8sCharm>("actions/set-password", action("set-password", &[]))
-        .unwrap();
+    let r = run_action(&mut s0, "set-password", &[]);
     assert!(r.session.action_failure().unwrap().contains("in progress"));
 }
 
@@ -308,16 +287,10 @@ fn admin_rotation_adds_switches_then_drops_after_the_grace_period() {
         .any(|v| v == &old));
 
     // (a) add: the secret has the new password as "next"; nothing uses it yet.
-    let r = s0
-        .run::<RedisK8sCharm>(
-            "actions/set-password",
-            action("set-password", &[("password", "brand-new-admin-pw")]),
-        )
-        .unwrap();
-    assert!(
-        r.session.action_failure().is_none(),
-        "{:?}",
-        r.session.action_failure()
+    run_action_ok(
+        &mut s0,
+        "set-password",
+        &[("password", "brand-new-admin-pw")],
     );
     let c = passwords_secret(&w);
     assert_eq!(c["redis-password"], old);
@@ -362,12 +335,7 @@ fn admin_rotation_adds_switches_then_drops_after_the_grace_period() {
     );
     assert!(rc.contains("masterauth brand-new-admin-pw\n"));
     assert_eq!(client_content()["password"], "brand-new-admin-pw");
-    let r = s0
-        .run::<RedisK8sCharm>(
-            "actions/get-initial-admin-password",
-            action("get-initial-admin-password", &[]),
-        )
-        .unwrap();
+    let r = run_action(&mut s0, "get-initial-admin-password", &[]);
     assert_eq!(
         r.session.action_results()["redis-password"],
         "brand-new-admin-pw"
@@ -410,11 +378,7 @@ fn the_grace_period_holds_the_drop_back() {
     let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
     run(&mut s0, "leader-elected");
-    s0.run::<RedisK8sCharm>(
-        "actions/set-password",
-        action("set-password", &[("password", "another-admin-pw")]),
-    )
-    .unwrap();
+    run_action(&mut s0, "set-password", &[("password", "another-admin-pw")]);
     set_bag(&w, U0, &[("password-rotation-ack", "1:add")]);
     run(&mut s0, "update-status");
     assert_eq!(rotation(&w)["phase"], "switch");

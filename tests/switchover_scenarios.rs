@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use redis_k8s::charm::RedisK8sCharm;
 use redis_k8s::ops::hookcmds::StatusName;
 use redis_k8s::ops::testing::harness::Scenario;
 use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
@@ -111,12 +110,7 @@ fn run_switchover(unit: &str) -> (Option<String>, BTreeMap<String, String>) {
             ("leader-host", FQDN0),
         ],
     );
-    let r = s
-        .run::<RedisK8sCharm>(
-            "actions/switchover",
-            action("switchover", &[("unit", unit)]),
-        )
-        .unwrap();
+    let r = run_action(&mut s, "switchover", &[("unit", unit)]);
     assert!(r.error.is_none(), "{:?}", r.error);
     (r.session.action_failure(), r.session.action_results())
 }

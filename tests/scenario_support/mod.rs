@@ -18,7 +18,7 @@ use redis_k8s::charm::RedisK8sCharm;
 use redis_k8s::ops::context::JujuContext;
 use redis_k8s::ops::framework::{dispatch, Framework};
 use redis_k8s::ops::hookcmds::StatusValue;
-use redis_k8s::ops::testing::harness::Scenario;
+use redis_k8s::ops::testing::harness::{RunResult, Scenario};
 use redis_k8s::ops::testing::world::{ActionInvocation, CharmMeta, HookInfo, World};
 
 // ----- the model ----------------------------------------------------------------------------
@@ -152,6 +152,25 @@ pub fn action(name: &str, params: &[(&str, &str)]) -> HookInfo {
         }),
         ..HookInfo::default()
     }
+}
+
+/// Run action `name` with string parameters on `s`'s unit. Only the harness's own failure
+/// panics: the caller asserts on the action's outcome (`action_failure`, `action_results`).
+pub fn run_action(s: &mut Scenario<'_>, name: &str, params: &[(&str, &str)]) -> RunResult {
+    s.run::<RedisK8sCharm>(&format!("actions/{name}"), action(name, params))
+        .unwrap()
+}
+
+/// [`run_action`] for an action that must succeed: panics with its failure message if the
+/// action called `action-fail`.
+pub fn run_action_ok(s: &mut Scenario<'_>, name: &str, params: &[(&str, &str)]) -> RunResult {
+    let r = run_action(s, name, params);
+    assert!(
+        r.session.action_failure().is_none(),
+        "{:?}",
+        r.session.action_failure()
+    );
+    r
 }
 
 /// The hook context of `redis-peers-relation-changed` seen from `remote`.
@@ -300,6 +319,18 @@ pub fn in_hosts_namespace(test: &str, base: u8) -> bool {
         "{test} in its namespace:\n{text}"
     );
     true
+}
+
+/// The prologue of a scenario test that needs the units' pod names to resolve: `true` when
+/// the test body must not run in this process (not root: skipped, said on stderr; or the
+/// parent of [`in_hosts_namespace`], whose child ran and passed the body), so the caller
+/// just returns.
+pub fn skip_unless_in_hosts_namespace(test: &str, base: u8) -> bool {
+    if !root() {
+        eprintln!("skipping: needs root for a mount namespace");
+        return true;
+    }
+    in_hosts_namespace(test, base)
 }
 
 /// Start a real redis-server from a redis.conf the charm rendered, moved onto `host` and a
