@@ -24,7 +24,7 @@ fn config_get(addr: &str, pw: &str, name: &str) -> Option<String> {
 
 #[test]
 fn a_fresh_primary_requires_a_replica_once_deploy_settles() {
-    let m = Model::new("minrep").with_subnet("127.0.87");
+    let m = Model::new("minrep").with_subnet("127.0.76");
     let t0 = Instant::now();
     m.ok(&[
         "deploy",
@@ -34,7 +34,7 @@ fn a_fresh_primary_requires_a_replica_once_deploy_settles() {
         "--dispatch",
         CHARM_BIN,
         "--subnet",
-        "127.0.87",
+        "127.0.76",
         "--update-status-interval",
         "3600",
         "--wait",

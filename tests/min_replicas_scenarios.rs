@@ -13,7 +13,7 @@ use real_units::{
 use redis_k8s::ops::testing::world::HookInfo;
 
 const MARKER: &str = "MIN_REPLICAS_SCENARIOS_NS";
-const NET: &str = "95";
+const NET: &str = "92";
 
 fn peer_changed(d: &Deployment, remote: u8) -> HookInfo {
     let id =

@@ -20,7 +20,7 @@ use real_units::{bag, fqdn, in_hosts_namespace, replication, root, run, Deployme
 use redis_k8s::ops::testing::world::HookInfo;
 
 const MARKER: &str = "STOP_SCENARIOS_NS";
-const NET: &str = "94";
+const NET: &str = "91";
 
 /// Run `stop` on unit `n` and check it stays within its budget.
 fn stop(d: &Deployment, n: u8) {
