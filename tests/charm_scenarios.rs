@@ -4,8 +4,6 @@
 
 use redis_k8s::charm::RedisK8sCharm;
 use redis_k8s::ops::hookcmds::{StatusName, StatusValue};
-use redis_k8s::ops::testing::harness::Scenario;
-use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
 use redis_k8s::ops::testing::world::HookInfo;
 
 mod scenario_support;
@@ -14,8 +12,8 @@ use scenario_support::*;
 #[test]
 fn sentinel_waits_for_the_databag_then_the_leader_fills_it_and_the_deferred_event_succeeds() {
     let w = world(3);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
 
     let r = s
         .run::<RedisK8sCharm>("hooks/sentinel-pebble-ready", HookInfo::default())
@@ -116,9 +114,9 @@ fn sentinel_waits_for_the_databag_then_the_leader_fills_it_and_the_deferred_even
 #[test]
 fn sentinel_waits_for_pebble_and_defers() {
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let pebble = containers();
     pebble.get("sentinel").set_can_connect(false);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     run(&mut s, "sentinel-pebble-ready");
     assert_eq!(
@@ -139,8 +137,8 @@ fn leader_keeps_existing_passwords_like_a_refreshed_python_deployment() {
             ("sentinel-password", "py-sentinel-pass"),
         ],
     );
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     let peer = bag(&w, APP);
     assert_eq!(peer["leader-host"], FQDN0);
@@ -153,8 +151,8 @@ fn leader_keeps_existing_passwords_like_a_refreshed_python_deployment() {
 #[test]
 fn redis_layer_and_config_keep_the_password_in_the_file_and_replicas_follow_the_leader() {
     let w = world(2);
-    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let pebble0 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
     run(&mut s0, "leader-elected");
     run(&mut s0, "redis-pebble-ready");
     let bag = passwords_secret(&w);
@@ -185,8 +183,8 @@ fn redis_layer_and_config_keep_the_password_in_the_file_and_replicas_follow_the_
     assert_eq!(redis.service_state("redis").as_deref(), Some("active"));
     assert_eq!(redis.file(CONF).unwrap().permissions, 0o600);
 
-    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    let pebble1 = containers();
+    let mut s1 = scenario(&w, U1, &pebble1);
     run(&mut s1, "redis-pebble-ready");
     let conf1 = pebble1.get("redis").file(CONF).unwrap().text();
     assert!(
@@ -210,8 +208,8 @@ fn redis_layer_and_config_keep_the_password_in_the_file_and_replicas_follow_the_
 fn invalid_config_blocks_naming_the_option_and_pushes_nothing() {
     let w = world(1);
     set_config(&w, &[("maxmemory-policy", "sometimes".into())]);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     let r = s
         .run::<RedisK8sCharm>("hooks/config-changed", HookInfo::default())
@@ -226,8 +224,8 @@ fn invalid_config_blocks_naming_the_option_and_pushes_nothing() {
 #[test]
 fn password_actions_return_the_peer_passwords() {
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     let bag = passwords_secret(&w);
     for (action, key) in [
@@ -247,8 +245,8 @@ fn password_actions_return_the_peer_passwords() {
 fn client_relation_gets_host_port_and_the_primary() {
     let w = world(1);
     let rel = add_client(&w);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     let hook = client_hook("joined", rel, Some("client/0"));
     let r = s
@@ -265,8 +263,8 @@ fn client_relation_gets_host_port_and_the_primary() {
 #[test]
 fn hooks_make_no_call_whose_answer_is_already_known() {
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     // install has no handler: no config-get, no is-leader (nobody collects app status).
     let r = s
         .run::<RedisK8sCharm>("hooks/install", HookInfo::default())

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use redis_k8s::charm::RedisK8sCharm;
 use redis_k8s::health::{EXPORTER_PASSWORD_PATH, EXPORTER_SERVICE};
 use redis_k8s::ops::hookcmds::{StatusName, StatusValue};
-use redis_k8s::ops::testing::harness::Scenario;
-use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
 use redis_k8s::ops::testing::world::HookInfo;
 
 mod scenario_support;
@@ -32,8 +30,8 @@ fn exporter_scrapes(no_auth: bool, host: &str) {
     }
     let w = world(1);
     set_config(&w, &[("allow-no-auth", serde_json::Value::Bool(no_auth))]);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     run(&mut s, "redis-pebble-ready");
     let redis = pebble.get("redis");
@@ -119,11 +117,11 @@ fn exporter_scrapes_with_passwords() {
 #[test]
 fn update_status_on_a_non_leader_names_an_unreadable_passwords_secret() {
     let w = world(2);
-    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let pebble0 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
     run(&mut s0, "leader-elected");
-    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    let pebble1 = containers();
+    let mut s1 = scenario(&w, U1, &pebble1);
     run(&mut s1, "config-changed");
     assert_eq!(
         status(&w, U1).status,
@@ -156,8 +154,8 @@ fn update_status_on_a_non_leader_names_an_unreadable_passwords_secret() {
 #[test]
 fn a_rotation_waiting_for_a_unit_names_it_in_the_leaders_status() {
     let w = world(3);
-    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let pebble0 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
     run(&mut s0, "leader-elected");
     run(&mut s0, "config-changed");
     assert_eq!(status(&w, U0), StatusValue::active("primary"));
@@ -224,8 +222,8 @@ fn a_rotation_waiting_for_a_unit_names_it_in_the_leaders_status() {
         )
     );
     // A non-leader never reports the leader's bookkeeping.
-    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    let pebble1 = containers();
+    let mut s1 = scenario(&w, U1, &pebble1);
     set_bag(&w, U1, &[("password-rotation-ack", "")]);
     run(&mut s1, "config-changed");
     assert!(
@@ -250,8 +248,8 @@ fn update_status_and_check_service_against_real_redis_and_sentinel() {
     }
     let host = unit_addr(10, 0);
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     run(&mut s, "redis-pebble-ready");
     run(&mut s, "sentinel-pebble-ready");
@@ -307,8 +305,8 @@ fn a_starting_unit_follows_the_sentinels_majority_and_waits_while_they_disagree(
         return;
     }
     let w = world(3);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     assert_eq!(bag(&w, APP)["leader-host"], fqdn(0));
     let spw = secret_value(&w, "sentinel-password");
@@ -322,8 +320,8 @@ fn a_starting_unit_follows_the_sentinels_majority_and_waits_while_they_disagree(
     // Both other sentinels say unit 1 is primary (unit 0 restarted after a failover).
     let s1 = plain_sentinel(&unit_addr(20, 1), &fqdn(1), &spw, dir.path());
     let s2 = plain_sentinel(&unit_addr(20, 2), &fqdn(1), &spw, dir.path());
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     s.state.stored = Default::default();
     run(&mut s, "redis-pebble-ready");
     let conf = pebble.get("redis").file(CONF).unwrap().text();
@@ -337,8 +335,8 @@ fn a_starting_unit_follows_the_sentinels_majority_and_waits_while_they_disagree(
     // They disagree (one says unit 2): wait, defer, and push nothing new.
     drop(s2);
     let _s2 = plain_sentinel(&unit_addr(20, 2), &fqdn(2), &spw, dir.path());
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "redis-pebble-ready");
     assert_eq!(status(&w, U0), StatusValue::waiting("Failover in progress"));
     assert_eq!(s.state.stored.notices.len(), 1, "deferred");
@@ -357,8 +355,8 @@ fn a_starting_unit_follows_the_sentinels_majority_and_waits_while_they_disagree(
 #[test]
 fn leader_elected_on_a_non_leader_changes_nothing() {
     let w = world(2);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble);
+    let pebble = containers();
+    let mut s1 = scenario(&w, U1, &pebble);
     let r = s1
         .run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
         .unwrap();
@@ -378,8 +376,8 @@ fn leader_elected_on_a_non_leader_changes_nothing() {
 #[test]
 fn redis_pebble_ready_waits_for_usable_peer_data_and_defers() {
     let w = world(2);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble);
+    let pebble = containers();
+    let mut s1 = scenario(&w, U1, &pebble);
     run(&mut s1, "redis-pebble-ready");
     assert_eq!(
         status(&w, U1),
@@ -407,8 +405,8 @@ fn redis_pebble_ready_waits_for_usable_peer_data_and_defers() {
     assert!(pebble.get("redis").file(CONF).is_none());
 
     // The leader repairs it; the next hook re-runs the deferred pebble-ready first.
-    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let pebble0 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
     set_bag(&w, APP, &[("leader-host", ""), ("password-rotation", "")]);
     run(&mut s0, "leader-elected");
     assert_eq!(bag(&w, APP)["leader-host"], fqdn(0));
@@ -426,8 +424,8 @@ fn redis_pebble_ready_waits_for_usable_peer_data_and_defers() {
 #[test]
 fn redis_pebble_ready_with_pebble_gone_waits_and_defers() {
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     pebble.get("redis").set_can_connect(false);
     run(&mut s, "redis-pebble-ready");
@@ -455,8 +453,8 @@ fn redis_pebble_ready_with_pebble_gone_waits_and_defers() {
 #[test]
 fn update_status_with_invalid_config_blocks_and_touches_nothing() {
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     run(&mut s, "config-changed");
     let before = bag(&w, APP);
@@ -492,8 +490,8 @@ fn update_status_with_invalid_config_blocks_and_touches_nothing() {
 #[test]
 fn upgrade_charm_converges_both_containers_again() {
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     run(&mut s, "config-changed");
     // The new pod: fresh containers.
@@ -524,12 +522,12 @@ fn upgrade_charm_converges_both_containers_again() {
 #[test]
 fn peer_departed_on_the_departing_and_on_a_staying_unit() {
     let w = world(3);
-    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let pebble0 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
     run(&mut s0, "leader-elected");
     run(&mut s0, "config-changed");
-    let pebble2 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s2 = Scenario::new(w.clone(), U2, repo(), &pebble2);
+    let pebble2 = containers();
+    let mut s2 = scenario(&w, U2, &pebble2);
     run(&mut s2, "config-changed");
     let before = bag(&w, APP);
     let departed = |unit: &str| HookInfo {
@@ -563,8 +561,8 @@ fn peer_departed_on_the_departing_and_on_a_staying_unit() {
 #[test]
 fn switchover_refuses_a_malformed_unit_and_an_unknown_primary() {
     let w = world(2);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble);
+    let pebble = containers();
+    let mut s1 = scenario(&w, U1, &pebble);
     let r = run_action(&mut s1, "switchover", &[]);
     assert_eq!(
         r.session.action_failure().as_deref(),
@@ -591,13 +589,13 @@ fn switchover_refuses_a_malformed_unit_and_an_unknown_primary() {
 fn client_relation_broken_on_a_non_leader_does_nothing() {
     let w = world(2);
     let rel = add_client(&w);
-    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let pebble0 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
     run(&mut s0, "leader-elected");
     run(&mut s0, "config-changed");
     let secrets = w.lock().unwrap().secret_ids(Some(APP));
-    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    let pebble1 = containers();
+    let mut s1 = scenario(&w, U1, &pebble1);
     let hook = client_hook("broken", rel, None);
     let r = s1
         .run::<RedisK8sCharm>("hooks/redis-relation-broken", hook)
@@ -623,8 +621,8 @@ fn the_leader_records_the_primary_its_sentinel_reports_only_when_settled() {
         return;
     }
     let w = world(2);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     assert_eq!(bag(&w, APP)["leader-host"], fqdn(0));
     let spw = secret_value(&w, "sentinel-password");
@@ -699,8 +697,8 @@ fn peer_changed_with_junk_app_data_waits_and_defers_on_a_non_leader() {
             ("passwords-secret", "not a uri"),
         ],
     );
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble);
+    let pebble = containers();
+    let mut s1 = scenario(&w, U1, &pebble);
     let r = s1
         .run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U0))
         .unwrap();
@@ -733,12 +731,12 @@ fn a_running_stale_primary_becomes_a_replica_at_runtime_without_a_restart() {
     }
     use redis_k8s::redis_client::RedisConn;
     let w = world(2);
-    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let pebble0 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
     run(&mut s0, "leader-elected");
     run(&mut s0, "config-changed");
-    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    let pebble1 = containers();
+    let mut s1 = scenario(&w, U1, &pebble1);
     run(&mut s1, "config-changed");
     let conf1 = pebble1.get("redis").file(CONF).unwrap().text();
     assert!(

@@ -17,7 +17,7 @@ use scenario_support::*;
 
 /// A deployed unit: passwords recorded, both containers converged.
 fn deployed<'p>(w: &Arc<Mutex<World>>, pebble: &'p MemoryPebbleProvider) -> Scenario<'p> {
-    let mut s = Scenario::new(w.clone(), U0, repo(), pebble);
+    let mut s = scenario(w, U0, pebble);
     run(&mut s, "leader-elected");
     run(&mut s, "redis-pebble-ready");
     run(&mut s, "sentinel-pebble-ready");
@@ -67,7 +67,7 @@ fn passwords(w: &Arc<Mutex<World>>) -> Vec<String> {
 #[test]
 fn the_layers_carry_password_free_checks_and_the_exporter() {
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let pebble = containers();
     deployed(&w, &pebble);
     let redis = pebble.get("redis");
     let plan = redis.plan();
@@ -142,7 +142,7 @@ fn the_layers_carry_password_free_checks_and_the_exporter() {
 #[test]
 fn a_missing_exporter_does_not_hold_up_redis_or_the_hook() {
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let pebble = containers();
     pebble.get("redis").set_service_start_failure(
         EXPORTER_SERVICE,
         Some("cannot start service: exec: \"/bin/redis_exporter\": executable file not found in $PATH"),
@@ -173,7 +173,7 @@ fn a_missing_exporter_does_not_hold_up_redis_or_the_hook() {
 #[test]
 fn an_existing_sentinel_gets_its_check_without_a_restart_or_a_config_rewrite() {
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let pebble = containers();
     let mut s = deployed(&w, &pebble);
     let sentinel = pebble.get("sentinel");
     // As a deployment of the previous revision left it: the same service, no check.
@@ -208,7 +208,7 @@ fn an_existing_sentinel_gets_its_check_without_a_restart_or_a_config_rewrite() {
 #[test]
 fn a_failed_check_names_itself_in_the_status_and_is_not_deferred() {
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let pebble = containers();
     let mut s = deployed(&w, &pebble);
     assert_eq!(status(&w, U0).status, StatusName::Active);
 
@@ -241,7 +241,7 @@ fn a_failed_check_names_itself_in_the_status_and_is_not_deferred() {
 #[test]
 fn a_failed_check_is_reported_even_when_pebble_cannot_be_asked() {
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let pebble = containers();
     let mut s = deployed(&w, &pebble);
     pebble.get("sentinel").set_can_connect(false);
     assert!(check_hook(&mut s, "sentinel", "failed", SENTINEL_CHECK));
@@ -254,7 +254,7 @@ fn a_failed_check_is_reported_even_when_pebble_cannot_be_asked() {
 #[test]
 fn a_failed_hook_for_a_check_that_is_up_again_reports_the_current_state() {
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let pebble = containers();
     let mut s = deployed(&w, &pebble);
     // The check flapped back before the hook ran: Pebble's current view wins.
     assert!(check_hook(&mut s, "redis", "failed", REDIS_CHECK));
@@ -264,7 +264,7 @@ fn a_failed_hook_for_a_check_that_is_up_again_reports_the_current_state() {
 #[test]
 fn a_recovered_check_converges_again_and_restores_the_active_status() {
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let pebble = containers();
     let mut s = deployed(&w, &pebble);
     let redis = pebble.get("redis");
     redis.set_check_status(REDIS_CHECK, "down");
@@ -331,7 +331,7 @@ fn the_exporter_password_file_is_rewritten_and_the_exporter_restarted_only_on_ch
 #[test]
 fn check_hooks_are_registered_for_both_containers() {
     let w = world(1);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let pebble = containers();
     let mut s = deployed(&w, &pebble);
     for c in ["redis", "sentinel"] {
         let check = if c == "redis" {

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 
 use redis_k8s::charm::RedisK8sCharm;
 use redis_k8s::ops::hookcmds::StatusName;
-use redis_k8s::ops::testing::harness::Scenario;
 use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
 use redis_k8s::ops::testing::world::{HookInfo, World};
 use redis_k8s::passwords::sha256::hex;
@@ -62,8 +61,8 @@ fn a_python_deployment_is_migrated_into_a_secret_keeping_its_passwords() {
     let w = world(2);
     python_bag(&w, false);
     // Before the leader migrates, a follower keeps using the plain keys.
-    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    let pebble1 = containers();
+    let mut s1 = scenario(&w, U1, &pebble1);
     let r = s1
         .run::<RedisK8sCharm>("hooks/upgrade-charm", HookInfo::default())
         .unwrap();
@@ -74,8 +73,8 @@ fn a_python_deployment_is_migrated_into_a_secret_keeping_its_passwords() {
         "a follower does not touch the app bag"
     );
 
-    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let pebble0 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
     let r = s0
         .run::<RedisK8sCharm>("hooks/upgrade-charm", HookInfo::default())
         .unwrap();
@@ -120,8 +119,8 @@ fn a_python_deployment_is_migrated_into_a_secret_keeping_its_passwords() {
 fn the_legacy_no_auth_key_is_dropped_and_auth_follows_the_config_option() {
     let w = world(1);
     python_bag(&w, true);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "upgrade-charm");
     assert!(!bag(&w, APP).contains_key("enable-password"));
     assert!(redis_conf(&pebble).contains(&acl_line(&["py-admin-pass"])));
@@ -168,8 +167,8 @@ fn an_unreadable_secret_waits_names_the_problem_and_never_falls_back() {
             ),
         ],
     );
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble);
+    let pebble = containers();
+    let mut s1 = scenario(&w, U1, &pebble);
     let r = s1
         .run::<RedisK8sCharm>("hooks/redis-pebble-ready", HookInfo::default())
         .unwrap();
@@ -184,8 +183,8 @@ fn an_unreadable_secret_waits_names_the_problem_and_never_falls_back() {
     assert!(pebble.get("redis").file(CONF).is_none());
 
     // The leader does not invent new passwords either.
-    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let pebble0 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
     let r = s0
         .run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
         .unwrap();
@@ -221,11 +220,11 @@ fn an_unreadable_secret_waits_names_the_problem_and_never_falls_back() {
 #[test]
 fn set_password_needs_the_leader_and_a_usable_password_and_outputs_no_password() {
     let w = world(2);
-    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let pebble0 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
     run(&mut s0, "leader-elected");
-    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    let pebble1 = containers();
+    let mut s1 = scenario(&w, U1, &pebble1);
     let r = run_action(&mut s1, "set-password", &[]);
     assert!(r.session.action_failure().unwrap().contains("leader"));
 
@@ -265,10 +264,10 @@ fn admin_rotation_adds_switches_then_drops_after_the_grace_period() {
     let w = world(2);
     set_config(&w, &[("password-rotation-grace", 0.into())]);
     let client_rel = add_client(&w);
-    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    let pebble0 = containers();
+    let pebble1 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
+    let mut s1 = scenario(&w, U1, &pebble1);
     run(&mut s0, "leader-elected");
     run(&mut s0, "config-changed");
     run(&mut s1, "config-changed");
@@ -375,8 +374,8 @@ fn admin_rotation_adds_switches_then_drops_after_the_grace_period() {
 #[test]
 fn the_grace_period_holds_the_drop_back() {
     let w = world(1);
-    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let pebble0 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
     run(&mut s0, "leader-elected");
     run_action(&mut s0, "set-password", &[("password", "another-admin-pw")]);
     set_bag(&w, U0, &[("password-rotation-ack", "1:add")]);
@@ -394,8 +393,8 @@ fn the_client_secret_is_granted_to_the_relation_and_revoked_when_it_breaks() {
     use redis_k8s::ops::hookcmds::{HookTools, SecretQuery};
     let w = world(1);
     let rel = add_client(&w);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     let joined = client_hook("joined", rel, Some("client/0"));
     s.run::<RedisK8sCharm>("hooks/redis-relation-joined", joined)
@@ -424,8 +423,8 @@ fn the_client_secret_is_granted_to_the_relation_and_revoked_when_it_breaks() {
 #[test]
 fn a_sentinel_starting_mid_rotation_accepts_both_passwords() {
     let w = world(2);
-    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s0 = Scenario::new(w.clone(), U0, repo(), &pebble0);
+    let pebble0 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
     run(&mut s0, "leader-elected");
     let old = passwords_secret(&w)["sentinel-password"].clone();
     s0.run::<RedisK8sCharm>(
@@ -439,8 +438,8 @@ fn a_sentinel_starting_mid_rotation_accepts_both_passwords() {
     assert_eq!(rotation(&w)["user"], "sentinel");
     // Unit 1's sentinel container (re)starts now: it renders both hashes, and still sends
     // the old password to the other sentinels (they have not all switched yet).
-    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    let pebble1 = containers();
+    let mut s1 = scenario(&w, U1, &pebble1);
     let hook = HookInfo {
         hook_name: "sentinel-pebble-ready".into(),
         ..HookInfo::default()

@@ -24,7 +24,7 @@ fn three_units_and_a_client() -> (Arc<Mutex<World>>, u32) {
 
 /// Leader elected, both workloads converged, the client relation published.
 fn deployed<'p>(w: &Arc<Mutex<World>>, rel: u32, pebble: &'p MemoryPebbleProvider) -> Scenario<'p> {
-    let mut s = Scenario::new(w.clone(), U0, repo(), pebble);
+    let mut s = scenario(w, U0, pebble);
     for hook in ["leader-elected", "config-changed", "sentinel-pebble-ready"] {
         run(&mut s, hook);
     }
@@ -54,7 +54,7 @@ fn notice(s: &mut Scenario<'_>, key: &str) -> bool {
 #[test]
 fn sentinel_conf_names_the_reconfig_script_after_monitor_and_the_script_is_pushed_0750() {
     let (w, rel) = three_units_and_a_client();
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let pebble = containers();
     deployed(&w, rel, &pebble);
     let sentinel = pebble.get("sentinel");
     let conf = sentinel
@@ -155,7 +155,7 @@ fn the_script_calls_pebble_notify_and_always_exits_zero() {
 #[test]
 fn leader_notice_with_sentinel_unreachable_keeps_the_relation_data_and_does_not_crash() {
     let (w, rel) = three_units_and_a_client();
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let pebble = containers();
     let mut s = deployed(&w, rel, &pebble);
     assert_eq!(bag(&w, APP)["leader-host"], FQDN0);
     // A recorded primary that differs from what anyone says: nothing may overwrite it while
@@ -188,7 +188,7 @@ fn leader_notice_with_sentinel_unreachable_keeps_the_relation_data_and_does_not_
 #[test]
 fn other_notice_keys_are_ignored() {
     let (w, rel) = three_units_and_a_client();
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let pebble = containers();
     let mut s = deployed(&w, rel, &pebble);
     let peer_before = bag(&w, APP);
     let client_before = w.lock().unwrap().relation_data(rel, APP);
@@ -205,11 +205,11 @@ fn other_notice_keys_are_ignored() {
 #[test]
 fn a_notice_on_a_non_leader_converges_redis_without_touching_app_data() {
     let (w, rel) = three_units_and_a_client();
-    let pebble0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
+    let pebble0 = containers();
     deployed(&w, rel, &pebble0);
     let peer_before = bag(&w, APP);
-    let pebble1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s1 = Scenario::new(w.clone(), U1, repo(), &pebble1);
+    let pebble1 = containers();
+    let mut s1 = scenario(&w, U1, &pebble1);
     run(&mut s1, "config-changed");
     pebble1.get("redis").clear_calls();
     assert!(notice(&mut s1, KEY));

@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use redis_k8s::ops::hookcmds::StatusName;
-use redis_k8s::ops::testing::harness::Scenario;
-use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
 use redis_k8s::ops::testing::world::World;
 
 mod scenario_support;
@@ -22,13 +20,10 @@ fn rendered_conf(w: &Arc<Mutex<World>>) -> Option<String> {
 /// redis.conf as `unit` renders it after unit 0's leader-elected and its own
 /// redis-pebble-ready (each on fresh containers); `None` when nothing was pushed.
 fn rendered_conf_of(w: &Arc<Mutex<World>>, unit: &str) -> Option<String> {
-    let leader = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    run(
-        &mut Scenario::new(w.clone(), U0, repo(), &leader),
-        "leader-elected",
-    );
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), unit, repo(), &pebble);
+    let leader = containers();
+    run(&mut scenario(w, U0, &leader), "leader-elected");
+    let pebble = containers();
+    let mut s = scenario(w, unit, &pebble);
     run(&mut s, "redis-pebble-ready");
     pebble.get("redis").file(CONF).map(|f| f.text())
 }
@@ -85,8 +80,8 @@ fn invalid_min_replicas_blocks_naming_the_option() {
     for (option, value) in [("min-replicas-to-write", -5), ("min-replicas-max-lag", 0)] {
         let w = world(1);
         set_config(&w, &[(option, value.into())]);
-        let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-        let mut s = Scenario::new(w.clone(), U0, repo(), &pebble);
+        let pebble = containers();
+        let mut s = scenario(&w, U0, &pebble);
         run(&mut s, "leader-elected");
         run(&mut s, "config-changed");
         let st = status(&w, U0);
@@ -98,8 +93,8 @@ fn invalid_min_replicas_blocks_naming_the_option() {
 
 fn run_switchover(unit: &str) -> (Option<String>, BTreeMap<String, String>) {
     let w = world(3);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), U1, repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U1, &pebble);
     // Peer data as the leader would have recorded it.
     set_bag(
         &w,

@@ -19,6 +19,7 @@ use redis_k8s::ops::context::JujuContext;
 use redis_k8s::ops::framework::{dispatch, Framework};
 use redis_k8s::ops::hookcmds::StatusValue;
 use redis_k8s::ops::testing::harness::{RunResult, Scenario};
+use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
 use redis_k8s::ops::testing::world::{ActionInvocation, CharmMeta, HookInfo, World};
 
 // ----- the model ----------------------------------------------------------------------------
@@ -52,6 +53,21 @@ pub fn world(n: usize) -> Arc<Mutex<World>> {
     }
     w.set_leader(U0);
     Arc::new(Mutex::new(w))
+}
+
+/// A unit's pod: the charm's two workload containers (`redis`, `sentinel`), in memory and
+/// connectable. A fresh one stands for a new pod (nothing pushed, empty plans).
+pub fn containers() -> MemoryPebbleProvider {
+    MemoryPebbleProvider::new(&["redis", "sentinel"])
+}
+
+/// A scenario runner for `unit` of `w` on the pod `pebble`, loading the repository's charm.
+pub fn scenario<'p>(
+    w: &Arc<Mutex<World>>,
+    unit: &str,
+    pebble: &'p MemoryPebbleProvider,
+) -> Scenario<'p> {
+    Scenario::new(w.clone(), unit, repo(), pebble)
 }
 
 /// Add a one-unit `client` app requiring the `redis` interface on `cache`, related to the
