@@ -249,10 +249,7 @@ fn client_relation_gets_host_port_and_the_primary() {
     let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     let hook = client_hook("joined", rel, Some("client/0"));
-    let r = s
-        .run::<RedisK8sCharm>("hooks/redis-relation-joined", hook)
-        .unwrap();
-    assert!(r.error.is_none());
+    run_hook(&mut s, hook);
     let wl = w.lock().unwrap();
     let unit = wl.relation_data(rel, U0);
     assert_eq!(unit["port"], "6379");
@@ -279,10 +276,7 @@ fn hooks_make_no_call_whose_answer_is_already_known() {
         hook_name: "sentinel-pebble-ready".into(),
         ..HookInfo::default()
     };
-    let r = s
-        .run::<RedisK8sCharm>("hooks/sentinel-pebble-ready", hook)
-        .unwrap();
-    assert!(r.error.is_none());
+    let r = run_hook(&mut s, hook);
     assert!(
         !sentinel.calls().iter().any(|c| c.contains("system")),
         "{:?}",

@@ -168,10 +168,7 @@ fn a_rotation_waiting_for_a_unit_names_it_in_the_leaders_status() {
     // The leader and unit 1 applied phase add; unit 2 never does (its hooks fail, say).
     set_bag(&w, U0, &[("password-rotation-ack", "1:add")]);
     set_bag(&w, U1, &[("password-rotation-ack", "1:add")]);
-    let r = s0
-        .run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U1))
-        .unwrap();
-    assert!(r.error.is_none(), "{:?}", r.error);
+    run_hook(&mut s0, peer_changed(&w, U1));
     let rotation: serde_json::Value =
         serde_json::from_str(&bag(&w, APP)["password-rotation"]).unwrap();
     assert_eq!(rotation["phase"], "add", "held back by unit 2");
@@ -182,10 +179,7 @@ fn a_rotation_waiting_for_a_unit_names_it_in_the_leaders_status() {
 
     // Unit 2 catches up: the rotation moves on to the switch, which nobody applied yet.
     set_bag(&w, U2, &[("password-rotation-ack", "1:add")]);
-    let r = s0
-        .run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U2))
-        .unwrap();
-    assert!(r.error.is_none(), "{:?}", r.error);
+    run_hook(&mut s0, peer_changed(&w, U2));
     let rotation: serde_json::Value =
         serde_json::from_str(&bag(&w, APP)["password-rotation"]).unwrap();
     assert_eq!(rotation["phase"], "switch");
@@ -473,15 +467,7 @@ fn update_status_with_invalid_config_blocks_and_touches_nothing() {
     );
     assert_eq!(bag(&w, APP), before);
     assert_eq!(pebble.get("redis").file(CONF).unwrap().text(), conf);
-    assert!(
-        !pebble
-            .get("redis")
-            .calls()
-            .iter()
-            .any(|c| c.starts_with("push") || c.starts_with("replan")),
-        "{:?}",
-        pebble.get("redis").calls()
-    );
+    assert_no_push_or_replan(&pebble, "redis");
     assert!(s.state.stored.notices.is_empty());
 }
 
@@ -539,18 +525,12 @@ fn peer_departed_on_the_departing_and_on_a_staying_unit() {
         ..HookInfo::default()
     };
     let t = Instant::now();
-    let r = s2
-        .run::<RedisK8sCharm>("hooks/redis-peers-relation-departed", departed(U0))
-        .unwrap();
-    assert!(r.error.is_none(), "{:?}", r.error);
+    let r = run_hook(&mut s2, departed(U0));
     assert!(t.elapsed() < Duration::from_secs(20));
     assert!(!r.session.calls().iter().any(|c| c == "relation-set"));
     assert_eq!(bag(&w, APP), before);
 
-    let r = s0
-        .run::<RedisK8sCharm>("hooks/redis-peers-relation-departed", departed(U2))
-        .unwrap();
-    assert!(r.error.is_none(), "{:?}", r.error);
+    run_hook(&mut s0, departed(U2));
     assert_eq!(status(&w, U0), StatusValue::active("primary"));
     assert_eq!(bag(&w, APP)["leader-host"], fqdn(0));
     assert!(s0.state.stored.notices.is_empty());
@@ -597,10 +577,7 @@ fn client_relation_broken_on_a_non_leader_does_nothing() {
     let pebble1 = containers();
     let mut s1 = scenario(&w, U1, &pebble1);
     let hook = client_hook("broken", rel, None);
-    let r = s1
-        .run::<RedisK8sCharm>("hooks/redis-relation-broken", hook)
-        .unwrap();
-    assert!(r.error.is_none(), "{:?}", r.error);
+    let r = run_hook(&mut s1, hook);
     assert!(!r
         .session
         .calls()
@@ -699,10 +676,7 @@ fn peer_changed_with_junk_app_data_waits_and_defers_on_a_non_leader() {
     );
     let pebble = containers();
     let mut s1 = scenario(&w, U1, &pebble);
-    let r = s1
-        .run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U0))
-        .unwrap();
-    assert!(r.error.is_none(), "{:?}", r.error);
+    let r = run_hook(&mut s1, peer_changed(&w, U0));
     let st = status(&w, U1);
     assert_eq!(st.status, StatusName::Waiting, "{st:?}");
     assert!(
@@ -767,10 +741,7 @@ fn a_running_stale_primary_becomes_a_replica_at_runtime_without_a_restart() {
     };
     assert_eq!(role(&addr1)["role"], "master");
 
-    let r = s1
-        .run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U0))
-        .unwrap();
-    assert!(r.error.is_none(), "{:?}", r.error);
+    run_hook(&mut s1, peer_changed(&w, U0));
     let info = role(&addr1);
     assert_eq!(info["role"], "slave");
     assert_eq!(info["master_host"], fqdn(0));

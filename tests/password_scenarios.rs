@@ -101,10 +101,7 @@ fn a_python_deployment_is_migrated_into_a_secret_keeping_its_passwords() {
     }
 
     // The follower now reads the secret (same passwords) after the peer change.
-    let r = s1
-        .run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U0))
-        .unwrap();
-    assert!(r.error.is_none());
+    let r = run_hook(&mut s1, peer_changed(&w, U0));
     assert!(r.session.calls().iter().any(|c| c == "secret-get"));
     assert!(redis_conf(&pebble1).contains(&acl_line(&["py-admin-pass"])));
     // The get-* actions still return the Python charm's passwords.
@@ -126,24 +123,12 @@ fn the_legacy_no_auth_key_is_dropped_and_auth_follows_the_config_option() {
     assert!(redis_conf(&pebble).contains(&acl_line(&["py-admin-pass"])));
 
     // allow-no-auth=true: any password (or none) is accepted; back to false: auth again.
-    w.lock()
-        .unwrap()
-        .set_config(
-            APP,
-            BTreeMap::from([("allow-no-auth".to_string(), serde_json::Value::Bool(true))]),
-        )
-        .unwrap();
+    set_config(&w, &[("allow-no-auth", true.into())]);
     run(&mut s, "config-changed");
     let rc = redis_conf(&pebble);
     assert!(rc.contains("user default on nopass ~* &* +@all\n"), "{rc}");
     assert!(!rc.contains(&hex(b"py-admin-pass")));
-    w.lock()
-        .unwrap()
-        .set_config(
-            APP,
-            BTreeMap::from([("allow-no-auth".to_string(), serde_json::Value::Bool(false))]),
-        )
-        .unwrap();
+    set_config(&w, &[("allow-no-auth", false.into())]);
     run(&mut s, "config-changed");
     let rc = redis_conf(&pebble);
     assert!(rc.contains(&acl_line(&["py-admin-pass"])), "{rc}");
@@ -298,8 +283,7 @@ fn admin_rotation_adds_switches_then_drops_after_the_grace_period() {
     assert_eq!(rotation(&w)["generation"], 1);
     // A follower renders both passwords (a restart keeps accepting both) and still uses the
     // old one for replication.
-    s1.run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U0))
-        .unwrap();
+    run_hook(&mut s1, peer_changed(&w, U0));
     let rc = redis_conf(&pebble1);
     assert!(
         rc.contains(&acl_line(&[&old, "brand-new-admin-pw"])),
@@ -314,14 +298,12 @@ fn admin_rotation_adds_switches_then_drops_after_the_grace_period() {
 
     // Only one unit acknowledged: the leader waits.
     set_bag(&w, U0, &[("password-rotation-ack", "1:add")]);
-    s0.run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U1))
-        .unwrap();
+    run_hook(&mut s0, peer_changed(&w, U1));
     assert_eq!(rotation(&w)["phase"], "add");
 
     // (b) switch: all acked; the new password is in use, the old still accepted.
     set_bag(&w, U1, &[("password-rotation-ack", "1:add")]);
-    s0.run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U1))
-        .unwrap();
+    run_hook(&mut s0, peer_changed(&w, U1));
     assert_eq!(rotation(&w)["phase"], "switch");
     let c = passwords_secret(&w);
     assert_eq!(c["redis-password"], "brand-new-admin-pw");
@@ -339,8 +321,7 @@ fn admin_rotation_adds_switches_then_drops_after_the_grace_period() {
         r.session.action_results()["redis-password"],
         "brand-new-admin-pw"
     );
-    s1.run::<RedisK8sCharm>("hooks/redis-peers-relation-changed", peer_changed(&w, U0))
-        .unwrap();
+    run_hook(&mut s1, peer_changed(&w, U0));
     assert!(redis_conf(&pebble1).contains("masterauth brand-new-admin-pw\n"));
 
     // (c) drop once all acked the switch and the grace (0 here) passed: only the new one.
@@ -397,8 +378,7 @@ fn the_client_secret_is_granted_to_the_relation_and_revoked_when_it_breaks() {
     let mut s = scenario(&w, U0, &pebble);
     run(&mut s, "leader-elected");
     let joined = client_hook("joined", rel, Some("client/0"));
-    s.run::<RedisK8sCharm>("hooks/redis-relation-joined", joined)
-        .unwrap();
+    run_hook(&mut s, joined);
     let uri = w.lock().unwrap().relation_data(rel, APP)["secret-user"].clone();
     let admin = passwords_secret(&w)["redis-password"].clone();
     // The client unit can read it (it was granted to the relation).
@@ -409,10 +389,7 @@ fn the_client_secret_is_granted_to_the_relation_and_revoked_when_it_breaks() {
     client.discard();
 
     let broken = client_hook("broken", rel, None);
-    let r = s
-        .run::<RedisK8sCharm>("hooks/redis-relation-broken", broken)
-        .unwrap();
-    assert!(r.error.is_none(), "{:?}", r.error);
+    let r = run_hook(&mut s, broken);
     assert!(r.session.calls().iter().any(|c| c == "secret-revoke"));
     let client = World::session(&w, "client/0", HookInfo::default());
     let denied = client.secret_get(&SecretQuery::by_id(uri)).unwrap_err();
@@ -444,10 +421,7 @@ fn a_sentinel_starting_mid_rotation_accepts_both_passwords() {
         hook_name: "sentinel-pebble-ready".into(),
         ..HookInfo::default()
     };
-    let r = s1
-        .run::<RedisK8sCharm>("hooks/sentinel-pebble-ready", hook)
-        .unwrap();
-    assert!(r.error.is_none());
+    run_hook(&mut s1, hook);
     let sc = conf(&pebble1, "sentinel", SENTINEL_CONF);
     assert!(sc.contains(&acl_line(&[&old, "new-sentinel-pw"])), "{sc}");
     assert!(

@@ -5,7 +5,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use redis_k8s::charm::RedisK8sCharm;
 use redis_k8s::ops::testing::harness::Scenario;
 use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
 use redis_k8s::ops::testing::world::World;
@@ -29,10 +28,7 @@ fn deployed<'p>(w: &Arc<Mutex<World>>, rel: u32, pebble: &'p MemoryPebbleProvide
         run(&mut s, hook);
     }
     let hook = client_hook("joined", rel, Some("client/0"));
-    let r = s
-        .run::<RedisK8sCharm>("hooks/redis-relation-joined", hook)
-        .unwrap();
-    assert!(r.error.is_none());
+    run_hook(&mut s, hook);
     s
 }
 
@@ -174,15 +170,7 @@ fn leader_notice_with_sentinel_unreachable_keeps_the_relation_data_and_does_not_
         stale
     );
     // The sentinel container was not touched (its config belongs to sentinel now).
-    assert!(
-        !pebble
-            .get("sentinel")
-            .calls()
-            .iter()
-            .any(|c| c.starts_with("push") || c.starts_with("replan")),
-        "{:?}",
-        pebble.get("sentinel").calls()
-    );
+    assert_no_push_or_replan(&pebble, "sentinel");
 }
 
 #[test]

@@ -156,6 +156,29 @@ pub fn run(s: &mut Scenario<'_>, hook: &str) {
     assert!(r.error.is_none(), "{hook}: {:?}", r.error);
 }
 
+/// Run the hook `hook` describes (`hooks/<hook_name>`, with its relation and remote unit)
+/// and check that the dispatch succeeded.
+pub fn run_hook(s: &mut Scenario<'_>, hook: HookInfo) -> RunResult {
+    let name = hook.hook_name.clone();
+    let r = s
+        .run::<RedisK8sCharm>(&format!("hooks/{name}"), hook)
+        .unwrap();
+    assert!(r.error.is_none(), "{name}: {:?}", r.error);
+    r
+}
+
+/// Assert that nothing was pushed to `container` and no replan was asked for since its
+/// calls were last cleared: the hook left the workload alone.
+pub fn assert_no_push_or_replan(pebble: &MemoryPebbleProvider, container: &str) {
+    let calls = pebble.get(container).calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("push") || c.starts_with("replan")),
+        "{container}: {calls:?}"
+    );
+}
+
 /// The hook context of running action `name` with string parameters.
 pub fn action(name: &str, params: &[(&str, &str)]) -> HookInfo {
     HookInfo {
