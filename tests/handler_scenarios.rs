@@ -69,20 +69,20 @@ fn exporter_scrapes(no_auth: bool, host: &str) {
         file.replace(&target, &our_target).replace("\\/", "/"),
     )
     .unwrap();
-    let args: Vec<String> = words[1..]
-        .iter()
-        .map(|w| {
-            if w.starts_with("--redis.addr=") {
-                format!("--redis.addr={our_target}")
-            } else if w.starts_with("--redis.password-file=") {
-                format!("--redis.password-file={}", pw_file.display())
-            } else if w.starts_with("--web.listen-address=") {
-                format!("--web.listen-address={host}:9121")
-            } else {
-                w.to_string()
-            }
-        })
-        .collect();
+    let args = rewrite_prefixed(
+        words[1..].iter().copied(),
+        &[
+            ("--redis.addr=", format!("--redis.addr={our_target}")),
+            (
+                "--redis.password-file=",
+                format!("--redis.password-file={}", pw_file.display()),
+            ),
+            (
+                "--web.listen-address=",
+                format!("--web.listen-address={host}:9121"),
+            ),
+        ],
+    );
     let _exporter = spawn(EXPORTER, &args);
     wait_port(host, 9121);
     let metrics = scrape(host, 9121);
@@ -607,23 +607,7 @@ fn the_leader_records_the_primary_its_sentinel_reports_only_when_settled() {
     let addr1 = unit_addr(30, 1);
     // Unit 1's Redis (no password: all the sentinel needs is its PONG) and our own sentinel,
     // which says unit 1 is primary.
-    let redis1 = spawn(
-        "redis-server",
-        &[
-            "--bind",
-            &addr1,
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            &dir.path().display().to_string(),
-        ]
-        .map(String::from),
-    );
-    wait_port(&addr1, 6379);
+    let redis1 = plain_redis(&addr1, None, dir.path());
     let _sentinel = plain_sentinel(&unit_addr(30, 0), &fqdn(1), &spw, dir.path());
 
     run(&mut s, "update-status");

@@ -373,23 +373,7 @@ fn sentinel_and_replication_views_from_real_processes() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let _redis = spawn(
-        "redis-server",
-        &[
-            "--bind",
-            host,
-            "--port",
-            "6379",
-            "--requirepass",
-            "rpw",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            dir.path().to_str().unwrap(),
-        ],
-    );
+    let _redis = plain_redis(host, Some("rpw"), dir.path());
     let conf = dir.path().join("sentinel.conf");
     std::fs::write(
         &conf,
@@ -400,7 +384,6 @@ fn sentinel_and_replication_views_from_real_processes() {
     )
     .unwrap();
     let _sentinel = spawn("redis-server", &[conf.to_str().unwrap(), "--sentinel"]);
-    wait_port(host, 6379);
     wait_port(host, 26379);
 
     assert_eq!(ask_own_sentinel(host, "spw", APP), SentinelHealth::NotReady);

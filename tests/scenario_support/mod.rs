@@ -372,24 +372,51 @@ pub fn skip_unless_in_hosts_namespace(test: &str, base: u8) -> bool {
     in_hosts_namespace(test, base)
 }
 
+/// Each item, or the replacement of the first rule whose prefix it starts with: how a
+/// rendered config file (lines) or a Pebble service command (words) is moved off the
+/// container's paths and addresses onto a test's scratch ones.
+pub fn rewrite_prefixed<'a>(
+    items: impl IntoIterator<Item = &'a str>,
+    rules: &[(&str, String)],
+) -> Vec<String> {
+    items
+        .into_iter()
+        .map(|item| {
+            rules
+                .iter()
+                .find(|(prefix, _)| item.starts_with(prefix))
+                .map_or_else(|| item.to_string(), |(_, with)| with.clone())
+        })
+        .collect()
+}
+
+/// A plain redis-server on `host:6379` (no persistence, data in `dir`), with `requirepass`
+/// when a password is given; waits until it listens. Stands for another unit's Redis, or
+/// a primary whose answers the code under test reads.
+pub fn plain_redis(host: &str, password: Option<&str>, dir: &Path) -> Proc {
+    let dir = dir.display().to_string();
+    let mut args = vec!["--bind", host, "--port", "6379"];
+    if let Some(pw) = password {
+        args.extend(["--requirepass", pw]);
+    }
+    args.extend(["--save", "", "--appendonly", "no", "--dir", &dir]);
+    let p = spawn("redis-server", &args);
+    wait_port(host, 6379);
+    p
+}
+
 /// Start a real redis-server from a redis.conf the charm rendered, moved onto `host` and a
 /// scratch directory (the container paths do not exist here).
 pub fn redis_from_rendered(conf: &str, host: &str, dir: &Path) -> Proc {
-    let adapted: String = conf
-        .lines()
-        .map(|l| {
-            if l.starts_with("bind ") {
-                format!("bind {host}")
-            } else if l.starts_with("dir ") {
-                format!("dir {}", dir.display())
-            } else if l.starts_with("logfile ") {
-                "logfile \"\"".to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let adapted = rewrite_prefixed(
+        conf.lines(),
+        &[
+            ("bind ", format!("bind {host}")),
+            ("dir ", format!("dir {}", dir.display())),
+            ("logfile ", "logfile \"\"".to_string()),
+        ],
+    )
+    .join("\n");
     let path = dir.join("redis.conf");
     std::fs::write(&path, adapted + "\n").unwrap();
     let p = spawn("redis-server", &[path]);
