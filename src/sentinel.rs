@@ -332,16 +332,14 @@ pub fn current_primary(
     } else {
         ask_sentinels(&topo.peer_fqdns, &fw.ctx.app_name, password)
     };
-    Ok(
-        match view {
-            SentinelView::Agreed(host) => Some(host),
-            SentinelView::Unreachable => recorded,
-            SentinelView::Disagree(votes) => {
-                tracing::warn!(?votes, "sentinels disagree about the primary");
-                None
-            }
-        },
-    )
+    Ok(match view {
+        SentinelView::Agreed(host) => Some(host),
+        SentinelView::Unreachable => recorded,
+        SentinelView::Disagree(votes) => {
+            tracing::warn!(?votes, "sentinels disagree about the primary");
+            None
+        }
+    })
 }
 
 /// Make the sentinel container run sentinel with the right config.
