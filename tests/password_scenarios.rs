@@ -45,10 +45,7 @@ fn python_bag(w: &Arc<Mutex<World>>, legacy_no_auth: bool) {
     let mut pairs = vec![
         ("redis-password", "py-admin-pass"),
         ("sentinel-password", "py-sentinel-pass"),
-        (
-            "leader-host",
-            "redis-k8s-0.redis-k8s-endpoints.scn.svc.cluster.local",
-        ),
+        ("leader-host", FQDN0),
     ];
     if legacy_no_auth {
         pairs.push(("enable-password", "false"));
@@ -146,10 +143,7 @@ fn an_unreadable_secret_waits_names_the_problem_and_never_falls_back() {
             ("passwords-secret", "secret:d0000000000000000000"),
             // A stale plain key must not be used instead.
             ("redis-password", "stale-plain"),
-            (
-                "leader-host",
-                "redis-k8s-0.redis-k8s-endpoints.scn.svc.cluster.local",
-            ),
+            ("leader-host", FQDN0),
         ],
     );
     let pebble = containers();

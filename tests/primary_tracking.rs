@@ -156,8 +156,8 @@ fn leader_notice_with_sentinel_unreachable_keeps_the_relation_data_and_does_not_
     assert_eq!(bag(&w, APP)["leader-host"], FQDN0);
     // A recorded primary that differs from what anyone says: nothing may overwrite it while
     // no sentinel answers (the scenario's hosts do not resolve, so no sentinel is reachable).
-    let stale = "redis-k8s-2.redis-k8s-endpoints.scn.svc.cluster.local";
-    set_bag(&w, APP, &[("leader-host", stale)]);
+    let stale = fqdn(2);
+    set_bag(&w, APP, &[("leader-host", &stale)]);
     let client_before = w.lock().unwrap().relation_data(rel, APP);
     assert_eq!(client_before["leader-host"], FQDN0);
     pebble.get("sentinel").clear_calls();

@@ -46,10 +46,7 @@ fn min_replicas_is_one_with_three_units() {
     // A replica renders it, so it holds once the replica is promoted.
     let conf = rendered_conf_of(&w, U1).expect("redis.conf");
     assert!(
-        has_line(
-            &conf,
-            "replicaof redis-k8s-0.redis-k8s-endpoints.scn.svc.cluster.local 6379"
-        ),
+        has_line(&conf, &format!("replicaof {FQDN0} 6379")),
         "{conf}"
     );
     assert!(has_line(&conf, "min-replicas-to-write 1"), "{conf}");

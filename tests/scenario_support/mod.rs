@@ -34,7 +34,8 @@ pub const U2: &str = "redis-k8s/2";
 pub const CONF: &str = "/etc/redis-server/redis.conf";
 /// Where the charm pushes Sentinel's configuration in the `sentinel` container.
 pub const SENTINEL_CONF: &str = "/etc/redis-server/sentinel.conf";
-/// Unit 0's pod name in the `scn` model: what the leader records as `leader-host`.
+/// Unit 0's pod name in the `scn` model (`fqdn(0)` as a constant, for patterns and
+/// `format!`): what the leader records as `leader-host`.
 pub const FQDN0: &str = "redis-k8s-0.redis-k8s-endpoints.scn.svc.cluster.local";
 
 /// The crate root: the charm directory (metadata, config, actions) the scenarios load.
