@@ -41,15 +41,12 @@ fn check_hook(s: &mut Scenario<'_>, container: &str, kind: &str, check: &str) ->
 /// Every password the unit knows (from the password action, which reads them wherever they
 /// are kept).
 fn passwords(w: &Arc<Mutex<World>>) -> Vec<String> {
+    let mut out: Vec<String> = bag(w, APP)
+        .into_iter()
+        .filter(|(k, _)| k.ends_with("password"))
+        .map(|(_, v)| v)
+        .collect();
     let w = w.lock().unwrap();
-    let mut out = Vec::new();
-    let id = w.peer_relation_id(APP, "redis-peers").unwrap();
-    out.extend(
-        w.relation_data(id, APP)
-            .into_iter()
-            .filter(|(k, _)| k.ends_with("password"))
-            .map(|(_, v)| v),
-    );
     for sid in w.secret_ids(Some(APP)) {
         if let Some(c) = w.secret_content(&sid) {
             out.extend(
