@@ -103,6 +103,16 @@ impl Charm for RedisK8sCharm {
                 client_relation::publish(c, fw)
             });
         }
+        // The prometheus_scrape provider (crate::metrics): scrape job, topology, addresses.
+        for kind in [
+            "metrics_endpoint_relation_joined",
+            "metrics_endpoint_relation_changed",
+            "leader_elected",
+            "config_changed",
+            "upgrade_charm",
+        ] {
+            o.observe(kind, &root, "_set_scrape_job_spec", crate::metrics::on_event);
+        }
         o.observe(
             "check_service_action",
             &root,

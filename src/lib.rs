@@ -14,6 +14,7 @@ pub mod config;
 pub mod health;
 pub mod k8s;
 pub mod literals;
+pub mod metrics;
 pub mod ops;
 pub mod passwords;
 pub mod peers;

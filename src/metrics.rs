@@ -1,0 +1,279 @@
+//! The `metrics-endpoint` relation (interface `prometheus_scrape`, provider side): what
+//! Canonical's `charms.prometheus_k8s.v0.prometheus_scrape` library's
+//! `MetricsEndpointProvider` writes for the Python redis-k8s charm, which vendors LIBPATCH 47
+//! and declares one job, `static_configs.targets = ["*:9121"]`.
+//!
+//! - Every unit, in its unit databag (the library's `_set_unit_ip`):
+//!   `prometheus_scrape_unit_address` (this unit's address: the same one the `redis` client
+//!   relation publishes as `hostname`, the pod IP where the pod name resolves) and
+//!   `prometheus_scrape_unit_name` (the unit name). The library also writes
+//!   `prometheus_scrape_unit_path = ""`, which ops turns into "delete the key"; we send the
+//!   same empty value, so a stale path is removed and none is ever shown.
+//! - The leader, in the app databag (`set_scrape_job_spec`): `scrape_metadata` (the Juju
+//!   topology, `JujuTopology.as_dict()`), `scrape_jobs` (the job after the library's
+//!   `sanitize_scrape_config`, i.e. with its `metrics_path: /metrics` default; the `*` host is
+//!   left for Prometheus to expand with each unit's address) and `alert_rules` (`{}`: the
+//!   charm has no `src/prometheus_alert_rules`, and LIBPATCH 47/48 write the empty dict
+//!   unconditionally).
+//!
+//! The values are byte-for-byte what Python's `json.dumps` produces (`", "` and `": "`
+//! separators, non-ASCII escaped, insertion order), so a unit refreshed from the Python charm
+//! finds its data unchanged and no `relation-changed` reaches Prometheus for nothing.
+//! Only keys whose value changes are sent ([`crate::ops::model`] diffs against the bag).
+
+use std::collections::BTreeMap;
+
+use crate::charm::{own_address, RedisK8sCharm};
+use crate::literals::EXPORTER_PORT;
+use crate::ops::framework::{EventHandle, Framework, HandlerResult};
+use crate::ops::hookcmds::HookError;
+
+/// The relation endpoint, as in `metadata.yaml` (and the library's default name).
+pub const METRICS_RELATION: &str = "metrics-endpoint";
+/// `charm.meta.name` as the Python charm reports it in `scrape_metadata.charm_name`: the
+/// `name` of `metadata.yaml`.
+pub const CHARM_NAME: &str = "redis-k8s";
+
+/// App databag keys (leader only).
+pub const KEY_SCRAPE_JOBS: &str = "scrape_jobs";
+pub const KEY_SCRAPE_METADATA: &str = "scrape_metadata";
+pub const KEY_ALERT_RULES: &str = "alert_rules";
+/// Unit databag keys.
+pub const KEY_UNIT_ADDRESS: &str = "prometheus_scrape_unit_address";
+pub const KEY_UNIT_NAME: &str = "prometheus_scrape_unit_name";
+pub const KEY_UNIT_PATH: &str = "prometheus_scrape_unit_path";
+
+/// `alert_rules` when the charm ships none: `json.dumps(AlertRules(...).as_dict())` of an
+/// empty rule set.
+pub const NO_ALERT_RULES: &str = "{}";
+
+/// A JSON value whose objects keep their insertion order, serialized as Python's
+/// `json.dumps` does with its defaults. `serde_json` (without `preserve_order`) would sort
+/// the keys and print compact separators, which is valid JSON but not the same string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PyJson {
+    Str(String),
+    List(Vec<PyJson>),
+    Object(Vec<(String, PyJson)>),
+}
+
+impl PyJson {
+    fn str(s: &str) -> Self {
+        PyJson::Str(s.to_string())
+    }
+
+    fn object(pairs: Vec<(&str, PyJson)>) -> Self {
+        PyJson::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+
+    /// `json.dumps(value)` with Python's defaults (`ensure_ascii=True`, separators
+    /// `(", ", ": ")`, no sorting).
+    pub fn dumps(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        out
+    }
+
+    fn write(&self, out: &mut String) {
+        match self {
+            PyJson::Str(s) => write_py_string(s, out),
+            PyJson::List(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    item.write(out);
+                }
+                out.push(']');
+            }
+            PyJson::Object(pairs) => {
+                out.push('{');
+                for (i, (k, v)) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    write_py_string(k, out);
+                    out.push_str(": ");
+                    v.write(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+/// A JSON string as Python's `ensure_ascii` encoder writes it: printable ASCII as is (but
+/// `"` and `\`), the five short escapes, everything else as `\uXXXX` (UTF-16 surrogate pairs
+/// above the BMP).
+fn write_py_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// The Python charm's job, `{"static_configs": [{"targets": ["*:9121"]}]}`, after the
+/// library's `sanitize_scrape_config` (`DEFAULT_JOB.copy()` updated with the job: the default
+/// `metrics_path` first, then `static_configs` in the default's position).
+pub fn scrape_jobs() -> PyJson {
+    PyJson::List(vec![PyJson::object(vec![
+        ("metrics_path", PyJson::str("/metrics")),
+        (
+            "static_configs",
+            PyJson::List(vec![PyJson::object(vec![(
+                "targets",
+                PyJson::List(vec![PyJson::Str(format!("*:{EXPORTER_PORT}"))]),
+            )])]),
+        ),
+    ])])
+}
+
+/// `JujuTopology.from_charm(charm).as_dict()` (cos-lib): model, model_uuid, application,
+/// unit, charm_name, in that order. The unit is the leader that wrote it, as in Python.
+pub fn scrape_metadata(model: &str, model_uuid: &str, app: &str, unit: &str) -> PyJson {
+    PyJson::object(vec![
+        ("model", PyJson::str(model)),
+        ("model_uuid", PyJson::str(model_uuid)),
+        ("application", PyJson::str(app)),
+        ("unit", PyJson::str(unit)),
+        ("charm_name", PyJson::str(CHARM_NAME)),
+    ])
+}
+
+/// The leader's app databag for every `metrics-endpoint` relation.
+pub fn app_data(model: &str, model_uuid: &str, app: &str, unit: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            KEY_SCRAPE_METADATA.to_string(),
+            scrape_metadata(model, model_uuid, app, unit).dumps(),
+        ),
+        (KEY_SCRAPE_JOBS.to_string(), scrape_jobs().dumps()),
+        (KEY_ALERT_RULES.to_string(), NO_ALERT_RULES.to_string()),
+    ])
+}
+
+/// Every unit's own databag. The empty path deletes a stale key and is otherwise not sent.
+pub fn unit_data(address: &str, unit: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (KEY_UNIT_ADDRESS.to_string(), address.to_string()),
+        (KEY_UNIT_PATH.to_string(), String::new()),
+        (KEY_UNIT_NAME.to_string(), unit.to_string()),
+    ])
+}
+
+/// Write our data into every `metrics-endpoint` relation: the unit keys on every unit, the
+/// app keys on the leader. Returns whether anything was sent. No relation: no further call.
+pub fn publish(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<bool, HookError> {
+    let ids = fw.model().relation_ids(METRICS_RELATION)?;
+    if ids.is_empty() {
+        return Ok(false);
+    }
+    let address = own_address(charm.topology(fw)?);
+    let ctx = fw.ctx;
+    let unit = unit_data(&address, &ctx.unit_name);
+    let app = if fw.model().is_leader()? {
+        Some(app_data(
+            &ctx.model_name,
+            &ctx.model_uuid,
+            &ctx.app_name,
+            &ctx.unit_name,
+        ))
+    } else {
+        None
+    };
+    let mut changed = false;
+    for id in ids {
+        changed |= fw.model().update_relation_data(id, false, &unit)?;
+        if let Some(app) = &app {
+            changed |= fw.model().update_relation_data(id, true, app)?;
+        }
+    }
+    if changed {
+        tracing::info!(address = %address, "published the metrics endpoint");
+    }
+    Ok(changed)
+}
+
+/// Handler for the events that (re)publish the scrape data: `metrics-endpoint`
+/// relation-joined/changed, leader-elected, config-changed and upgrade-charm (a replaced
+/// pod comes back with a new IP and Juju runs upgrade-charm on it).
+pub fn on_event(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+    _ev: &mut EventHandle,
+) -> HandlerResult {
+    publish(charm, fw)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Strings checked against CPython 3's `json.dumps`.
+    #[test]
+    fn dumps_matches_python_json_dumps() {
+        let v = PyJson::object(vec![
+            (
+                "a",
+                PyJson::List(vec![PyJson::str("\u{e9}\"\n\u{7f}\u{1F600}/\u{1}")]),
+            ),
+            ("b", PyJson::Object(vec![])),
+        ]);
+        assert_eq!(
+            v.dumps(),
+            r#"{"a": ["\u00e9\"\n\u007f\ud83d\ude00/\u0001"], "b": {}}"#
+        );
+        assert_eq!(PyJson::List(vec![]).dumps(), "[]");
+        assert_eq!(
+            PyJson::str("a\\b\tc\rd\u{8}\u{c}").dumps(),
+            r#""a\\b\tc\rd\b\f""#
+        );
+    }
+
+    #[test]
+    fn the_job_and_metadata_are_the_librarys_strings() {
+        assert_eq!(
+            scrape_jobs().dumps(),
+            r#"[{"metrics_path": "/metrics", "static_configs": [{"targets": ["*:9121"]}]}]"#
+        );
+        assert_eq!(
+            scrape_metadata("m", "0a1b", "redis-k8s", "redis-k8s/0").dumps(),
+            r#"{"model": "m", "model_uuid": "0a1b", "application": "redis-k8s", "unit": "redis-k8s/0", "charm_name": "redis-k8s"}"#
+        );
+        // Valid JSON for any consumer.
+        let parsed: serde_json::Value = serde_json::from_str(&scrape_jobs().dumps()).unwrap();
+        assert_eq!(parsed[0]["static_configs"][0]["targets"][0], "*:9121");
+    }
+
+    #[test]
+    fn charm_name_is_the_metadata_name() {
+        let meta = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("metadata.yaml"),
+        )
+        .unwrap();
+        let meta: serde_yaml::Value = serde_yaml::from_str(&meta).unwrap();
+        assert_eq!(meta["name"].as_str(), Some(CHARM_NAME));
+        assert_eq!(
+            meta["provides"][METRICS_RELATION]["interface"].as_str(),
+            Some("prometheus_scrape")
+        );
+    }
+}
