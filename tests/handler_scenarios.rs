@@ -718,10 +718,21 @@ fn a_running_stale_primary_becomes_a_replica_at_runtime_without_a_restart() {
         .map(|l| format!("{l}\n"))
         .collect();
     let mut redis1 = redis_from_rendered(&stale, &addr1, dir1.path());
+    // A just-started (or just re-pointed) server may refuse a moment (loading, restarting
+    // the link): retry briefly; a server that keeps refusing still fails the test.
     let role = |addr: &str| {
-        RedisConn::connect(addr, 6379, Some(&pw))
-            .and_then(|mut c| c.info("replication"))
-            .expect("INFO replication")
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            match RedisConn::connect(addr, 6379, Some(&pw)).and_then(|mut c| c.info("replication"))
+            {
+                Ok(info) => break info,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("INFO replication on {addr}: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("INFO replication on {addr}: {e}"),
+            }
+        }
     };
     assert_eq!(role(&addr1)["role"], "master");
 
