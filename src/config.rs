@@ -200,6 +200,14 @@ impl CharmConfig {
     /// Validate `config-get --all` output.
     pub fn from_map(map: &BTreeMap<String, Value>) -> Result<CharmConfig, ConfigError> {
         let enable_tls = boolean(map, "enable-tls", false)?;
+        if enable_tls {
+            // Accepting it and serving plain text would be worse than refusing: an operator
+            // who asked for TLS must see that they do not have it.
+            return Err(ConfigError {
+                option: "enable-tls",
+                reason: "TLS is not implemented by this charm yet; set it to false".into(),
+            });
+        }
         let down_after_ms = int_range(
             map,
             "sentinel-down-after-milliseconds",
@@ -353,6 +361,14 @@ mod tests {
             assert_eq!(err.option, k);
             assert!(err.to_string().contains(k));
         }
+    }
+
+    #[test]
+    fn enable_tls_true_is_refused_not_ignored() {
+        let err = CharmConfig::from_map(&map(&[("enable-tls", Value::from(true))])).unwrap_err();
+        assert_eq!(err.option, "enable-tls");
+        assert!(err.reason.contains("not implemented"), "{}", err.reason);
+        assert!(CharmConfig::from_map(&map(&[("enable-tls", Value::from(false))])).is_ok());
     }
 
     #[test]
