@@ -111,7 +111,12 @@ impl Charm for RedisK8sCharm {
             "config_changed",
             "upgrade_charm",
         ] {
-            o.observe(kind, &root, "_set_scrape_job_spec", crate::metrics::on_event);
+            o.observe(
+                kind,
+                &root,
+                "_set_scrape_job_spec",
+                crate::metrics::on_event,
+            );
         }
         o.observe(
             "check_service_action",
