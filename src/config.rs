@@ -99,20 +99,8 @@ fn int_range(
     min: u64,
     max: u64,
 ) -> Result<u64, ConfigError> {
-    let v = match get(map, key) {
-        None => return Ok(default),
-        Some(v) => v,
-    };
-    let n = v.as_i64().ok_or_else(|| ConfigError {
-        option: key,
-        reason: format!("expected an integer, got {v}"),
-    })?;
-    if n < min as i64 || n > max as i64 {
-        return Err(ConfigError {
-            option: key,
-            reason: format!("must be between {min} and {max}, got {n}"),
-        });
-    }
+    // Bounds checked as signed values, so a negative input names the range, not a cast error.
+    let n = int_range_signed(map, key, default as i64, min as i64, max as i64)?;
     Ok(n as u64)
 }
 
