@@ -118,6 +118,26 @@ impl Charm for RedisK8sCharm {
                 crate::metrics::on_event,
             );
         }
+        // The grafana_dashboard provider (crate::dashboards): the leader's `dashboards` key.
+        for kind in [
+            "grafana_dashboard_relation_created",
+            "leader_elected",
+            "config_changed",
+            "upgrade_charm",
+        ] {
+            o.observe(
+                kind,
+                &root,
+                "_update_all_dashboards_from_dir",
+                crate::dashboards::on_event,
+            );
+        }
+        o.observe(
+            "grafana_dashboard_relation_changed",
+            &root,
+            "_on_grafana_dashboard_relation_changed",
+            crate::dashboards::on_relation_changed,
+        );
         o.observe(
             "check_service_action",
             &root,
@@ -214,6 +234,19 @@ impl Charm for RedisK8sCharm {
                 _ => Ok(()),
             },
         );
+        // Pebble log forwarding to Loki in both containers (crate::logging); after the
+        // pebble-ready handlers, so a restarted container gets its targets back.
+        for kind in [
+            "logging_relation_joined",
+            "logging_relation_changed",
+            "logging_relation_departed",
+            "logging_relation_broken",
+            "upgrade_charm",
+            "redis_pebble_ready",
+            "sentinel_pebble_ready",
+        ] {
+            o.observe(kind, &root, "_update_logging", crate::logging::on_event);
+        }
     }
 }
 

@@ -142,6 +142,52 @@ pub struct ExecCheck {
     pub working_dir: Option<String>,
 }
 
+/// A `log-targets` entry, typed. [`Layer::log_targets`] keeps the raw YAML (so a target
+/// kind we do not know survives a plan round trip); this is the view both the charm and the
+/// local model's Pebble read it through.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogTarget {
+    /// `merge` or `replace`; required in a layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r#override: Option<String>,
+    /// `loki`, `opentelemetry` or `syslog`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub target_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Service names, `all`, and `-name` / `-all` removals, read left to right.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl LogTarget {
+    /// Read a plan's or layer's entry; `None` when it is not a target's shape.
+    pub fn from_value(v: &serde_yaml::Value) -> Option<LogTarget> {
+        serde_yaml::from_value(v.clone()).ok()
+    }
+
+    /// The entry as [`Layer::log_targets`] holds it.
+    pub fn to_value(&self) -> serde_yaml::Value {
+        serde_yaml::to_value(self).unwrap_or(serde_yaml::Value::Null)
+    }
+
+    /// Whether `service`'s output goes to this target: Pebble's `LogsTo`, where the last
+    /// entry naming the service (or `all`) decides, so `[all, -x]` takes everything but x
+    /// and `[-all]` nothing.
+    pub fn logs_to(&self, service: &str) -> bool {
+        for s in self.services.iter().rev() {
+            match s.strip_prefix('-') {
+                Some(name) if name == service || name == "all" => return false,
+                None if s == service || s == "all" => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+}
+
 /// `GET /v1/system-info`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
