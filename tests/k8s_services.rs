@@ -19,8 +19,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::rbac::v1::{Role as RbacRole, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use redis_k8s::charm::RedisK8sCharm;
@@ -38,6 +41,9 @@ const APP: &str = "redis-k8s";
 const NS: &str = "scn";
 const ADMIN_TOKEN: &str = "admin-token-for-tests-only";
 const NOBODY_TOKEN: &str = "nobody-token-for-tests-only";
+/// A user RBAC lets manage Services and pods in [`NS`] but not read StatefulSets (a trust
+/// narrower than `--scope=cluster`).
+const NARROW_TOKEN: &str = "narrow-token-for-tests-only";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -65,6 +71,7 @@ struct Cluster {
     dir: tempfile::TempDir,
     admin_kubeconfig: PathBuf,
     nobody_kubeconfig: PathBuf,
+    narrow_kubeconfig: PathBuf,
 }
 
 fn free_port() -> u16 {
@@ -171,7 +178,10 @@ impl Cluster {
             .args(["genrsa", "-out", "sa.key", "2048"]));
         fs::write(
             d.join("tokens.csv"),
-            format!("{ADMIN_TOKEN},admin,1,\"system:masters\"\n{NOBODY_TOKEN},nobody,2\n"),
+            format!(
+                "{ADMIN_TOKEN},admin,1,\"system:masters\"\n{NOBODY_TOKEN},nobody,2\n\
+                 {NARROW_TOKEN},narrow,3\n"
+            ),
         )
         .unwrap();
 
@@ -232,6 +242,13 @@ impl Cluster {
         );
         let admin_kubeconfig = d.join("admin.kubeconfig");
         let nobody_kubeconfig = d.join("nobody.kubeconfig");
+        let narrow_kubeconfig = d.join("narrow.kubeconfig");
+        write_kubeconfig(
+            &narrow_kubeconfig,
+            api_port,
+            &d.join("ca.crt"),
+            NARROW_TOKEN,
+        );
         write_kubeconfig(&admin_kubeconfig, api_port, &d.join("ca.crt"), ADMIN_TOKEN);
         write_kubeconfig(
             &nobody_kubeconfig,
@@ -245,6 +262,7 @@ impl Cluster {
             dir,
             admin_kubeconfig,
             nobody_kubeconfig,
+            narrow_kubeconfig,
         }
     }
 
@@ -316,6 +334,81 @@ impl Admin {
         self.rt
             .block_on(pods.create(&PostParams::default(), &pod))
             .expect("create pod");
+    }
+
+    /// The StatefulSet Juju would create for `app` (no controller-manager runs, so it makes
+    /// no pods); with `finalizer` it lingers with a deletion timestamp once deleted.
+    /// Returns its uid.
+    fn create_statefulset(&self, app: &str, finalizer: bool) -> String {
+        let labels = serde_json::json!({"app.kubernetes.io/name": app});
+        let finalizers: Vec<&str> = if finalizer {
+            vec!["example.com/hold"]
+        } else {
+            vec![]
+        };
+        let set: StatefulSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": app, "labels": labels, "finalizers": finalizers},
+            "spec": {
+                "serviceName": format!("{app}-endpoints"),
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "charm", "image": "busybox"}]},
+                },
+            },
+        }))
+        .unwrap();
+        let sets: Api<StatefulSet> = Api::namespaced(self.client.clone(), NS);
+        let created = self
+            .rt
+            .block_on(sets.create(&PostParams::default(), &set))
+            .expect("create statefulset");
+        created.metadata.uid.expect("a uid")
+    }
+
+    fn delete_statefulset(&self, app: &str) {
+        let sets: Api<StatefulSet> = Api::namespaced(self.client.clone(), NS);
+        self.rt
+            .block_on(sets.delete(app, &DeleteParams::default()))
+            .expect("delete statefulset");
+    }
+
+    /// Let the `narrow` user manage Services and pods in the namespace, but not read
+    /// StatefulSets.
+    fn grant_narrow_trust(&self) {
+        let role: RbacRole = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "narrow"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["services"],
+                 "verbs": ["get", "create", "patch", "update"]},
+                {"apiGroups": [""], "resources": ["pods"],
+                 "verbs": ["get", "list", "patch", "update"]},
+            ],
+        }))
+        .unwrap();
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "narrow"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "narrow"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "narrow"}],
+        }))
+        .unwrap();
+        let roles: Api<RbacRole> = Api::namespaced(self.client.clone(), NS);
+        let bindings: Api<RoleBinding> = Api::namespaced(self.client.clone(), NS);
+        self.rt
+            .block_on(roles.create(&PostParams::default(), &role))
+            .expect("create role");
+        self.rt
+            .block_on(bindings.create(&PostParams::default(), &binding))
+            .expect("create role binding");
+    }
+
+    /// The owner references of Service `name` (which must exist).
+    fn owners(&self, name: &str) -> Vec<OwnerReference> {
+        self.service(name)
+            .unwrap_or_else(|| panic!("service {name}"))
+            .metadata
+            .owner_references
+            .unwrap_or_default()
     }
 
     fn role(&self, pod: &str) -> Option<String> {
@@ -445,6 +538,7 @@ fn the_leader_keeps_role_services_and_pod_labels_current_and_reports_missing_tru
     }
     // Another app's pod in the namespace, which must stay untouched.
     admin.create_pod("other-0", "other");
+    let uid = admin.create_statefulset(APP, false);
 
     // 1. The public reconcile, as the admin.
     std::env::set_var("KUBECONFIG", &cluster.admin_kubeconfig);
@@ -472,6 +566,20 @@ fn the_leader_keeps_role_services_and_pod_labels_current_and_reports_missing_tru
     );
     assert_eq!(admin.roles(), roles(0));
     assert_eq!(admin.role("other-0"), None);
+    assert!(!applied.services_unowned);
+    // Both Services are owned by the app's StatefulSet (so the garbage collector deletes
+    // them with it), as a plain, non-blocking, non-controller reference.
+    let owned_by_set = vec![OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "StatefulSet".into(),
+        name: APP.into(),
+        uid: uid.clone(),
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    }];
+    for svc in ["redis-k8s-primary", "redis-k8s-replicas"] {
+        assert_eq!(admin.owners(svc), owned_by_set, "{svc}");
+    }
 
     // Idempotent: nothing to relabel the second time, services unchanged.
     let started = Instant::now();
@@ -521,6 +629,55 @@ fn the_leader_keeps_role_services_and_pod_labels_current_and_reports_missing_tru
         assert!(r.relabelled.is_empty());
     }
     assert_eq!(admin.roles(), roles(1));
+
+    // An app whose StatefulSet is missing, or lingering with a deletion timestamp, is being
+    // removed: no Services are (re)created for it (nothing would own them), its pod labels
+    // are still kept.
+    admin.create_pod("leaving-0", "leaving");
+    admin.create_statefulset("leaving", true);
+    admin.delete_statefulset("leaving");
+    for app in ["gone", "leaving"] {
+        let r = k8s::reconcile(
+            ApiSource::Kubeconfig,
+            &Desired::new(app, NS, Some(&format!("{app}-0"))),
+        )
+        .unwrap_or_else(|e| panic!("reconcile {app}: {e}"));
+        assert!(r.services.is_empty(), "{app}: {r:?}");
+        for svc in [format!("{app}-primary"), format!("{app}-replicas")] {
+            assert!(admin.service(&svc).is_none(), "{svc} was created");
+        }
+    }
+    assert_eq!(admin.role("leaving-0").as_deref(), Some("primary"));
+
+    // A trust that cannot read StatefulSets: the Services are applied without the owner
+    // reference (server-side apply drops the one this field manager set) and the reconcile
+    // says so; with full trust again the reference comes back.
+    admin.grant_narrow_trust();
+    std::env::set_var("KUBECONFIG", &cluster.narrow_kubeconfig);
+    let narrow = k8s::reconcile(
+        ApiSource::Kubeconfig,
+        &Desired::new(APP, NS, Some(&fqdn(1))),
+    )
+    .unwrap_or_else(|e| panic!("reconcile without statefulset access: {e}"));
+    assert!(narrow.services_unowned, "{narrow:?}");
+    assert_eq!(narrow.services.len(), 2);
+    for (svc, role) in [
+        ("redis-k8s-primary", "primary"),
+        ("redis-k8s-replicas", "replica"),
+    ] {
+        assert_eq!(admin.owners(svc), vec![], "{svc}");
+        assert_service(&admin.service(svc).expect("service"), role);
+    }
+    std::env::set_var("KUBECONFIG", &cluster.admin_kubeconfig);
+    let full = k8s::reconcile(
+        ApiSource::Kubeconfig,
+        &Desired::new(APP, NS, Some(&fqdn(1))),
+    )
+    .expect("reconcile with full trust again");
+    assert!(!full.services_unowned);
+    for svc in ["redis-k8s-primary", "redis-k8s-replicas"] {
+        assert_eq!(admin.owners(svc), owned_by_set, "{svc}");
+    }
 
     // 2. Whole hooks through the Scenario harness, as the admin.
     let w = world();

@@ -4,13 +4,15 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::config::KubeConfigOptions;
 use kube::{Api, Client, Config};
 
 use super::services::{
-    pod_label_manifest, roles_for, service_manifest, Role, FIELD_MANAGER, NAME_LABEL, ROLE_LABEL,
+    pod_label_manifest, roles_for, service_manifest, Owner, Role, FIELD_MANAGER, NAME_LABEL,
+    ROLE_LABEL,
 };
 use super::{Applied, Desired, K8sError};
 
@@ -93,6 +95,44 @@ fn classify(what: &str, e: kube::Error) -> K8sError {
     }
 }
 
+/// What the app's StatefulSet (the Services' owner) looks like to us.
+#[derive(Debug)]
+enum OwnerLookup {
+    /// It exists and is not being deleted.
+    Live(Owner),
+    /// Not found, or deleting: the application is being removed (Juju deletes the
+    /// StatefulSet on `remove-application`; it always exists while the app does).
+    Gone(&'static str),
+    /// We may not read it (401/403): a trust narrower than `--scope=cluster`.
+    Unreadable(String),
+}
+
+/// Read the StatefulSet named after the app. Transport failures and other API errors are
+/// returned (the hook retries) rather than treated as "no owner", so a passing glitch never
+/// strips the owner reference from Services that have it.
+async fn lookup_owner(client: &Client, ns: &str, app: &str) -> Result<OwnerLookup, K8sError> {
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    match sets.get_opt(app).await {
+        Ok(None) => Ok(OwnerLookup::Gone("not found")),
+        Ok(Some(set)) if set.metadata.deletion_timestamp.is_some() => {
+            Ok(OwnerLookup::Gone("being deleted"))
+        }
+        Ok(Some(set)) => match set.metadata.uid {
+            Some(uid) if !uid.is_empty() => Ok(OwnerLookup::Live(Owner {
+                name: app.to_string(),
+                uid,
+            })),
+            _ => Ok(OwnerLookup::Unreadable("it has no uid".to_string())),
+        },
+        Err(e) => match classify(&format!("statefulset {app}"), e) {
+            K8sError::Forbidden { code, reason } => {
+                Ok(OwnerLookup::Unreadable(format!("HTTP {code}: {reason}")))
+            }
+            other => Err(other),
+        },
+    }
+}
+
 async fn reconcile_async(source: ApiSource, desired: &Desired) -> Result<Applied, K8sError> {
     let client = client(source).await?;
     let ns = desired.namespace.as_str();
@@ -101,15 +141,43 @@ async fn reconcile_async(source: ApiSource, desired: &Desired) -> Result<Applied
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut applied = Applied::default();
 
-    let services: Api<Service> = Api::namespaced(client.clone(), ns);
-    for role in [Role::Primary, Role::Replica] {
-        let name = role.service_name(app);
-        let manifest = service_manifest(app, ns, role);
-        services
-            .patch(&name, &params, &Patch::Apply(&manifest))
-            .await
-            .map_err(|e| classify(&format!("service {name}"), e))?;
-        applied.services.push(name);
+    // The Services' owner. A missing or deleting StatefulSet means the app is going away:
+    // applying then would (re)create Services after the garbage collector removed them, with
+    // nothing left to own them, so they are left alone. An unreadable one (narrow RBAC) gets
+    // Services without an owner: they work, but outlive the app.
+    let owner = match lookup_owner(&client, ns, app).await? {
+        OwnerLookup::Live(owner) => Some(owner),
+        OwnerLookup::Gone(why) => {
+            tracing::warn!(
+                statefulset = app,
+                why,
+                "k8s services not applied: the application's StatefulSet is {why} \
+                 (the application is being removed)"
+            );
+            None
+        }
+        OwnerLookup::Unreadable(why) => {
+            tracing::warn!(
+                statefulset = app,
+                why = %why,
+                "cannot read the application's StatefulSet: k8s services applied without an \
+                 owner reference, so they will outlive `juju remove-application`"
+            );
+            applied.services_unowned = true;
+            None
+        }
+    };
+    if owner.is_some() || applied.services_unowned {
+        let services: Api<Service> = Api::namespaced(client.clone(), ns);
+        for role in [Role::Primary, Role::Replica] {
+            let name = role.service_name(app);
+            let manifest = service_manifest(app, ns, role, owner.as_ref());
+            services
+                .patch(&name, &params, &Patch::Apply(&manifest))
+                .await
+                .map_err(|e| classify(&format!("service {name}"), e))?;
+            applied.services.push(name);
+        }
     }
 
     let Some(primary) = desired.primary_pod.as_deref() else {

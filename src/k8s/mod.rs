@@ -2,7 +2,9 @@
 //! `<app>-primary` and `<app>-replicas` (ClusterIP Services on 6379 and 26379) and a
 //! [`ROLE_LABEL`] (`redis-k8s.io/role=primary|replica`) on each unit's pod, so a client that
 //! knows nothing of Sentinel reaches the primary by a stable name. Everything is server-side
-//! apply with the field manager [`FIELD_MANAGER`], so repeating it is harmless.
+//! apply with the field manager [`FIELD_MANAGER`], so repeating it is harmless. The Services
+//! carry an owner reference to the app's StatefulSet (which Juju creates and deletes), so
+//! `juju remove-application` takes them along ([`services::owner_reference`]).
 //!
 //! The primary is the peer data's `leader-host` (the pod FQDN the leader keeps current from
 //! Sentinel); this module never decides who is primary, it only mirrors that record.
@@ -20,7 +22,7 @@ pub mod client;
 pub mod services;
 
 pub use client::ApiSource;
-pub use services::{Role, FIELD_MANAGER, NAME_LABEL, ROLE_LABEL};
+pub use services::{Owner, Role, FIELD_MANAGER, NAME_LABEL, ROLE_LABEL};
 
 use crate::charm::{RedisK8sCharm, ROOT};
 use crate::ops::framework::{Framework, HandlerResult};
@@ -82,8 +84,12 @@ impl Desired {
 /// What one reconcile wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Services applied (always both).
+    /// Services applied: both, or none while the app's StatefulSet is missing or being
+    /// deleted (the application is being removed; see [`client`]).
     pub services: Vec<String>,
+    /// The Services were applied without an owner reference because the StatefulSet could
+    /// not be read (401/403 on it): they will outlive the application.
+    pub services_unowned: bool,
     /// Unit pods (`<app>-<n>`) found; 0 when the primary's pod is unknown (not listed).
     pub pods: usize,
     /// Pods whose role label was (re)written, with the new role.

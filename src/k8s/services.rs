@@ -38,23 +38,63 @@ impl Role {
     }
 }
 
+/// The object whose deletion takes the Services along: the StatefulSet Juju creates for a
+/// sidecar application (named after the app, in the model's namespace). Juju's
+/// `remove-application` deletes that StatefulSet (and its own `<app>` Service by name) but
+/// knows nothing of the Services this charm adds, so without an owner reference they would
+/// outlive the application; with one, Kubernetes' garbage collector deletes them after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The StatefulSet's name (the app's name).
+    pub name: String,
+    /// Its `metadata.uid`: an owner reference names one incarnation, so a StatefulSet
+    /// re-created under the same name is a different owner.
+    pub uid: String,
+}
+
+/// The `metadata.ownerReferences` entry naming `owner`.
+///
+/// `controller: false`: the StatefulSet controller does not manage Services, and a
+/// controller reference claims exactly that (there may be only one, and tools adopt or
+/// refuse objects by it). `blockOwnerDeletion: false`: the Services must never hold up the
+/// app's removal (foreground deletion waits for blocking dependents), and setting it needs
+/// `delete` permission on the StatefulSet, which the `OwnerReferencesPermissionEnforcement`
+/// admission plugin checks (422 otherwise) and a narrower trust may not grant.
+pub fn owner_reference(owner: &Owner) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": false,
+        "blockOwnerDeletion": false,
+    })
+}
+
 /// The Service manifest applied for `role`: a ClusterIP Service selecting the app's pods
-/// that carry the role label, with the redis and sentinel ports. Every port names
-/// `protocol: TCP` although it is the default: server-side apply on Kubernetes 1.20 rejects
-/// ports without it (the protocol is part of the ports list's merge key).
-pub fn service_manifest(app: &str, namespace: &str, role: Role) -> Value {
+/// that carry the role label, with the redis and sentinel ports, owned by `owner` when it is
+/// known. Every port names `protocol: TCP` although it is the default: server-side apply on
+/// Kubernetes 1.20 rejects ports without it (the protocol is part of the ports list's merge
+/// key). Without an owner the manifest has no `ownerReferences` at all, so server-side apply
+/// drops the entry this field manager set before (the caller only passes `None` when the
+/// StatefulSet is gone or unreadable for good, see [`super::client`]).
+pub fn service_manifest(app: &str, namespace: &str, role: Role, owner: Option<&Owner>) -> Value {
     let port = |name: &str, port: u16| json!({"name": name, "port": port, "targetPort": port, "protocol": "TCP"});
+    let mut metadata = json!({
+        "name": role.service_name(app),
+        "namespace": namespace,
+        "labels": {
+            NAME_LABEL: app,
+            "app.kubernetes.io/managed-by": FIELD_MANAGER,
+        },
+    });
+    if let Some(owner) = owner {
+        metadata["ownerReferences"] = json!([owner_reference(owner)]);
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": role.service_name(app),
-            "namespace": namespace,
-            "labels": {
-                NAME_LABEL: app,
-                "app.kubernetes.io/managed-by": FIELD_MANAGER,
-            },
-        },
+        "metadata": metadata,
         "spec": {
             "type": "ClusterIP",
             "selector": { NAME_LABEL: app, ROLE_LABEL: role.label() },
@@ -118,7 +158,7 @@ mod tests {
 
     #[test]
     fn services_select_the_role_and_name_every_port_tcp() {
-        let s = service_manifest("redis-k8s", "prod", Role::Replica);
+        let s = service_manifest("redis-k8s", "prod", Role::Replica, None);
         assert_eq!(s["metadata"]["name"], "redis-k8s-replicas");
         assert_eq!(s["metadata"]["namespace"], "prod");
         assert_eq!(s["spec"]["selector"][NAME_LABEL], "redis-k8s");
@@ -128,9 +168,30 @@ mod tests {
         assert_eq!(numbers, vec![6379, 26379]);
         assert!(ports.iter().all(|p| p["protocol"] == "TCP"));
         assert!(ports.iter().all(|p| p["targetPort"] == p["port"]));
-        let p = service_manifest("redis-k8s", "prod", Role::Primary);
+        let p = service_manifest("redis-k8s", "prod", Role::Primary, None);
         assert_eq!(p["metadata"]["name"], "redis-k8s-primary");
         assert_eq!(p["spec"]["selector"][ROLE_LABEL], "primary");
+        assert!(p["metadata"].get("ownerReferences").is_none());
+    }
+
+    #[test]
+    fn services_name_the_statefulset_as_a_non_controller_non_blocking_owner() {
+        let owner = Owner {
+            name: "redis-k8s".into(),
+            uid: "0c1d-uid".into(),
+        };
+        let s = service_manifest("redis-k8s", "prod", Role::Primary, Some(&owner));
+        assert_eq!(
+            s["metadata"]["ownerReferences"],
+            json!([{
+                "apiVersion": "apps/v1",
+                "kind": "StatefulSet",
+                "name": "redis-k8s",
+                "uid": "0c1d-uid",
+                "controller": false,
+                "blockOwnerDeletion": false,
+            }])
+        );
     }
 
     #[test]
