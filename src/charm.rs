@@ -44,6 +44,9 @@ pub struct Topology {
 pub struct RedisK8sCharm {
     pub sentinel: Sentinel,
     config: OnceCell<Result<CharmConfig, ConfigError>>,
+    /// This hook's TLS for the charm's own connections (see [`crate::tls`]), installed with
+    /// the config and restored when the charm is dropped at the end of the hook.
+    tls_guard: OnceCell<crate::redis_client::TlsGuard>,
     topology: Option<Topology>,
     /// Unit statuses produced by this hook's handlers, reported at collect-status.
     outcomes: Vec<StatusValue>,
@@ -254,12 +257,28 @@ impl RedisK8sCharm {
     /// The validated config, read once per hook.
     pub fn config(&self, fw: &Framework<'_>) -> Result<&CharmConfig, ConfigError> {
         self.config
-            .get_or_init(|| match fw.model().config() {
-                Ok(map) => CharmConfig::from_map(map),
-                Err(e) => Err(ConfigError {
-                    option: "(all)",
-                    reason: format!("cannot read config: {e}"),
-                }),
+            .get_or_init(|| {
+                let cfg = match fw.model().config() {
+                    Ok(map) => CharmConfig::from_map(map),
+                    Err(e) => Err(ConfigError {
+                        option: "(all)",
+                        reason: format!("cannot read config: {e}"),
+                    }),
+                };
+                // With enable-tls, the certificates belong to the config (crate::tls).
+                let cfg = cfg.and_then(|mut c| {
+                    if c.enable_tls {
+                        let tls = crate::tls::load(fw.tools()).map_err(|e| ConfigError {
+                            option: crate::config::TLS_RESOURCES,
+                            reason: e.to_string(),
+                        })?;
+                        c.tls = Some(tls);
+                    }
+                    Ok(c)
+                });
+                let client = cfg.as_ref().ok().and_then(|c| c.tls.as_ref()).map(|t| t.client());
+                let _ = self.tls_guard.set(crate::redis_client::use_tls(client));
+                cfg
             })
             .as_ref()
             .map_err(Clone::clone)

@@ -7,10 +7,27 @@ use serde_json::Value;
 
 /// A config option that cannot be used, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid config option '{option}': {reason}")]
+#[error("{}", self.message())]
 pub struct ConfigError {
     pub option: &'static str,
     pub reason: String,
+}
+
+/// The [`ConfigError::option`] of a problem with the TLS resources (`enable-tls=true` and
+/// the certificates missing or unusable): its message is the reason alone, as the Python
+/// charm's `Not enough certificates found`.
+pub const TLS_RESOURCES: &str = "(tls resources)";
+
+impl ConfigError {
+    /// The status message: `invalid config option '<option>': <reason>`, or the reason
+    /// alone for [`TLS_RESOURCES`].
+    pub fn message(&self) -> String {
+        if self.option == TLS_RESOURCES {
+            self.reason.clone()
+        } else {
+            format!("invalid config option '{}': {}", self.option, self.reason)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +64,9 @@ const POLICIES: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CharmConfig {
     pub enable_tls: bool,
+    /// The certificates when `enable-tls` is on: not an option, read from the resources by
+    /// the charm after validation ([`crate::tls::load`]); `None` from [`CharmConfig::from_map`].
+    pub tls: Option<crate::tls::TlsMaterial>,
     pub down_after_ms: u64,
     pub failover_timeout_ms: u64,
     /// Bytes, as Redis takes it (`0` = no limit); normalised to a plain number.
@@ -187,15 +207,8 @@ impl CharmConfig {
 
     /// Validate `config-get --all` output.
     pub fn from_map(map: &BTreeMap<String, Value>) -> Result<CharmConfig, ConfigError> {
+        // The certificates come from the resources (crate::tls), read by the charm.
         let enable_tls = boolean(map, "enable-tls", false)?;
-        if enable_tls {
-            // Accepting it and serving plain text would be worse than refusing: an operator
-            // who asked for TLS must see that they do not have it.
-            return Err(ConfigError {
-                option: "enable-tls",
-                reason: "TLS is not implemented by this charm yet; set it to false".into(),
-            });
-        }
         let down_after_ms = int_range(
             map,
             "sentinel-down-after-milliseconds",
@@ -271,6 +284,7 @@ impl CharmConfig {
             min_replicas_to_write,
             min_replicas_max_lag,
             enable_tls,
+            tls: None,
             down_after_ms,
             failover_timeout_ms,
             maxmemory,
@@ -352,11 +366,15 @@ mod tests {
     }
 
     #[test]
-    fn enable_tls_true_is_refused_not_ignored() {
-        let err = CharmConfig::from_map(&map(&[("enable-tls", Value::from(true))])).unwrap_err();
-        assert_eq!(err.option, "enable-tls");
-        assert!(err.reason.contains("not implemented"), "{}", err.reason);
-        assert!(CharmConfig::from_map(&map(&[("enable-tls", Value::from(false))])).is_ok());
+    fn enable_tls_is_a_boolean_and_resource_problems_read_plainly() {
+        let c = CharmConfig::from_map(&map(&[("enable-tls", Value::from(true))])).unwrap();
+        assert!(c.enable_tls);
+        assert!(c.tls.is_none(), "the certificates come from the resources");
+        let e = ConfigError {
+            option: TLS_RESOURCES,
+            reason: "Not enough certificates found".into(),
+        };
+        assert_eq!(e.to_string(), "Not enough certificates found");
     }
 
     #[test]

@@ -172,14 +172,32 @@ pub fn on_check_recovered(
 /// user (any password) and by one with the admin password hashes, so one command serves both
 /// modes and turning `allow-no-auth` on or off needs no exporter restart.
 pub fn exporter_service(host: &str) -> Service {
+    exporter_service_for(host, &exporter_target(host), None)
+}
+
+/// [`exporter_service`] scraping `target`; with TLS ([`crate::tls`]) it verifies the server
+/// against the CA and presents the unit's certificate (the exporter, in Go, also checks the
+/// name: `target` is then [`exporter_tls_target`]).
+pub fn exporter_service_for(
+    host: &str,
+    target: &str,
+    tls: Option<&crate::tls::TlsPaths>,
+) -> Service {
+    let tls_args = tls
+        .map(|t| {
+            format!(
+                " --tls-ca-cert-file={} --tls-client-cert-file={} --tls-client-key-file={}",
+                t.ca, t.cert, t.key
+            )
+        })
+        .unwrap_or_default();
     Service {
         r#override: Some("replace".into()),
         summary: Some("Redis metric exporter".into()),
         command: Some(format!(
-            "{EXPORTER_BIN} --redis.addr={} --redis.user=default \
-             --redis.password-file={EXPORTER_PASSWORD_PATH} \
-             --web.listen-address={host}:{EXPORTER_PORT}",
-            exporter_target(host)
+            "{EXPORTER_BIN} --redis.addr={target} --redis.user=default \
+             --redis.password-file={EXPORTER_PASSWORD_PATH}{tls_args} \
+             --web.listen-address={host}:{EXPORTER_PORT}"
         )),
         user: Some(REDIS_USER.into()),
         group: Some(REDIS_USER.into()),
@@ -193,12 +211,23 @@ pub fn exporter_target(host: &str) -> String {
     format!("redis://{host}:{REDIS_PORT}")
 }
 
+/// The URI the exporter scrapes with TLS: the unit's FQDN, the name a certificate for the
+/// pods carries (the exporter verifies it; see [`crate::tls`]).
+pub fn exporter_tls_target(fqdn: &str) -> String {
+    format!("rediss://{fqdn}:{REDIS_PORT}")
+}
+
 /// The password file's content: the exporter looks the password up by the scraped URI.
 /// No password (auth off): an empty map, and the exporter connects without one.
 pub fn exporter_password_file(host: &str, password: Option<&str>) -> String {
+    exporter_password_file_for(&exporter_target(host), password)
+}
+
+/// [`exporter_password_file`] for a scraped URI.
+pub fn exporter_password_file_for(target: &str, password: Option<&str>) -> String {
     let mut map = serde_json::Map::new();
     if let Some(pw) = password {
-        map.insert(exporter_target(host), pw.into());
+        map.insert(target.to_string(), pw.into());
     }
     serde_json::Value::Object(map).to_string()
 }
@@ -210,7 +239,16 @@ pub fn push_exporter_password(
     host: &str,
     password: Option<&str>,
 ) -> Result<bool, PebbleError> {
-    let want = exporter_password_file(host, password);
+    push_exporter_password_for(pebble, &exporter_target(host), password)
+}
+
+/// [`push_exporter_password`] for a scraped URI.
+pub fn push_exporter_password_for(
+    pebble: &dyn Pebble,
+    target: &str,
+    password: Option<&str>,
+) -> Result<bool, PebbleError> {
+    let want = exporter_password_file_for(target, password);
     if pebble
         .pull(EXPORTER_PASSWORD_PATH)
         .is_ok_and(|have| have == want.as_bytes())

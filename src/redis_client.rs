@@ -2,7 +2,13 @@
 //!
 //! Every call connects, authenticates, runs one or two commands and disconnects, with a
 //! one-second timeout: a hook must never hang on a dead peer.
+//!
+//! With TLS on ([`crate::tls`]), every connection of the hook's thread speaks TLS verified
+//! against the attached CA: [`use_tls`] installs it once per hook, so the call sites stay
+//! `RedisConn::connect(host, port, password)`. The chain is verified, the host name is not
+//! (the charm connects to pod IPs, which operator certificates do not name).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -26,6 +32,69 @@ pub enum RedisCallError {
         command: String,
         message: String,
     },
+}
+
+thread_local! {
+    /// The CA this thread's connections verify servers against; `None`: plain TCP.
+    static CLIENT_TLS: RefCell<Option<crate::tls::ClientTls>> = const { RefCell::new(None) };
+}
+
+/// While alive, this thread's connections use `tls` (or plain TCP for `None`); dropping it
+/// restores what was in force before. The charm holds one for the whole hook.
+#[must_use = "TLS settings apply only while the guard lives"]
+pub struct TlsGuard {
+    previous: Option<crate::tls::ClientTls>,
+}
+
+/// Make this thread's connections use `tls` until the returned guard is dropped.
+pub fn use_tls(tls: Option<crate::tls::ClientTls>) -> TlsGuard {
+    let previous = CLIENT_TLS.with(|c| c.replace(tls));
+    TlsGuard { previous }
+}
+
+/// Whether this thread's connections use TLS now.
+pub fn tls_in_use() -> bool {
+    CLIENT_TLS.with(|c| c.borrow().is_some())
+}
+
+impl Drop for TlsGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CLIENT_TLS.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// The connection info for `host:port`: plain TCP, or TLS verified against the CA of
+/// [`use_tls`] without a host name check.
+fn connection_info(
+    host: &str,
+    port: u16,
+    settings: RedisConnectionInfo,
+) -> redis::RedisResult<redis::ConnectionInfo> {
+    let tls = CLIENT_TLS.with(|c| c.borrow().clone());
+    let Some(tls) = tls else {
+        return Ok(ConnectionAddr::Tcp(host.to_string(), port)
+            .into_connection_info()?
+            .set_redis_settings(settings));
+    };
+    let addr = ConnectionAddr::TcpTls {
+        host: host.to_string(),
+        port,
+        insecure: false,
+        tls_params: None,
+    };
+    let client = redis::Client::build_with_tls(
+        addr.into_connection_info()?.set_redis_settings(settings),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(tls.ca_pem),
+        },
+    )?;
+    let info = client.get_connection_info().clone();
+    let mut addr = info.addr().clone();
+    // Verified chain, any name: see the module doc.
+    addr.set_danger_accept_invalid_hostnames(true);
+    Ok(info.set_addr(addr))
 }
 
 /// One connection to a Redis server or Sentinel.
@@ -59,10 +128,8 @@ impl RedisConn {
             // accepted then, and is the same as the old form otherwise.
             settings = settings.set_username("default").set_password(pw);
         }
-        let info = ConnectionAddr::Tcp(host.to_string(), port)
-            .into_connection_info()
-            .map_err(unreachable)?
-            .set_redis_settings(settings.set_skip_set_lib_name());
+        let info =
+            connection_info(host, port, settings.set_skip_set_lib_name()).map_err(unreachable)?;
         let client = redis::Client::open(info).map_err(unreachable)?;
         let conn = client
             .get_connection_with_timeout(timeout)

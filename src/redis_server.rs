@@ -17,19 +17,41 @@ use crate::templates;
 /// it), its health check and the metrics exporter, for a Redis reachable at `host` (our own
 /// address). Nothing secret goes in.
 pub fn redis_layer(host: &str) -> Layer {
+    redis_layer_tls(host, "", None)
+}
+
+/// [`redis_layer`] with TLS on when `tls` is given ([`crate::tls`]): the service carries the
+/// certificate fingerprint (a change restarts Redis), the check speaks TLS, and the exporter
+/// scrapes `rediss://<fqdn>:6379`.
+pub fn redis_layer_tls(host: &str, fqdn: &str, tls: Option<&crate::tls::TlsMaterial>) -> Layer {
+    use crate::tls::REDIS_TLS_PATHS;
     let mut layer = crate::workload::redis_user_layer(
         REDIS_SERVICE,
         "Redis",
         format!("redis-server {REDIS_CONFIG_PATH}"),
     );
-    layer.checks.insert(
-        crate::health::REDIS_CHECK.into(),
-        crate::workload::server_check(host, REDIS_PORT),
-    );
-    layer.services.insert(
-        crate::health::EXPORTER_SERVICE.into(),
-        crate::health::exporter_service(host),
-    );
+    if let Some(s) = layer.services.get_mut(REDIS_SERVICE) {
+        crate::tls::mark_service(s, tls);
+    }
+    let check = crate::workload::server_check(host, REDIS_PORT);
+    let check = match tls {
+        Some(_) => crate::tls::tls_check(check, &REDIS_TLS_PATHS),
+        None => check,
+    };
+    layer
+        .checks
+        .insert(crate::health::REDIS_CHECK.into(), check);
+    let exporter = match tls {
+        Some(_) => crate::health::exporter_service_for(
+            host,
+            &crate::health::exporter_tls_target(fqdn),
+            Some(&REDIS_TLS_PATHS),
+        ),
+        None => crate::health::exporter_service(host),
+    };
+    layer
+        .services
+        .insert(crate::health::EXPORTER_SERVICE.into(), exporter);
     layer
 }
 
@@ -55,6 +77,8 @@ pub struct RedisConfig<'a> {
     pub replicaof: Option<&'a str>,
     pub min_replicas_to_write: u64,
     pub min_replicas_max_lag: u64,
+    /// The TLS files in the redis container when TLS is on ([`crate::tls`]).
+    pub tls: Option<crate::tls::TlsPaths>,
 }
 
 pub fn on_pebble_ready(
@@ -179,6 +203,7 @@ fn converge_pass(
             replicaof,
             min_replicas_to_write: min_replicas.0,
             min_replicas_max_lag: min_replicas.1,
+            tls: cfg.tls.as_ref().map(|_| crate::tls::REDIS_TLS_PATHS),
         },
     )?;
     let log_dir = pebble.make_dir(LOG_DIR, &crate::workload::redis_dir(0o770));
@@ -188,14 +213,27 @@ fn converge_pass(
     if let Err(e) = write_config(&*pebble, REDIS_CONFIG_PATH, &rendered) {
         return Ok(pebble_outcome(REDIS_CONTAINER, &e));
     }
+    // Before Redis (re)starts with a config that names them.
+    if let Some(tls) = cfg.tls.as_ref() {
+        if let Err(e) = crate::tls::push(&*pebble, &crate::tls::REDIS_TLS_PATHS, tls) {
+            return Ok(pebble_outcome(REDIS_CONTAINER, &e));
+        }
+    }
     let host = own_address(&topo);
-    let exporter_password =
-        crate::health::push_exporter_password(&*pebble, &host, topo.peer.admin_password());
+    let exporter_target = match cfg.tls {
+        Some(_) => crate::health::exporter_tls_target(&topo.fqdn),
+        None => crate::health::exporter_target(&host),
+    };
+    let exporter_password = crate::health::push_exporter_password_for(
+        &*pebble,
+        &exporter_target,
+        topo.peer.admin_password(),
+    );
     let exporter_password_changed = match exporter_password {
         Ok(changed) => changed,
         Err(e) => return Ok(pebble_outcome(REDIS_CONTAINER, &e)),
     };
-    let layer = redis_layer(&host);
+    let layer = redis_layer_tls(&host, &topo.fqdn, cfg.tls.as_ref());
     let plan = match pebble.get_plan() {
         Ok(p) => p,
         Err(e) => return Ok(pebble_outcome(REDIS_CONTAINER, &e)),

@@ -55,15 +55,29 @@ impl Sentinel {
 /// The `sentinel` layer: no secrets, only the config file path; and the health check of
 /// the sentinel at `host` (our own address).
 pub fn sentinel_layer(host: &str) -> Layer {
+    sentinel_layer_tls(host, None)
+}
+
+/// [`sentinel_layer`] with TLS on when `tls` is given ([`crate::tls`]): the service carries
+/// the certificate fingerprint (turning TLS on or off restarts Sentinel with a fresh
+/// config) and the check speaks TLS.
+pub fn sentinel_layer_tls(host: &str, tls: Option<&crate::tls::TlsMaterial>) -> Layer {
     let mut layer = crate::workload::redis_user_layer(
         SENTINEL_SERVICE,
         "Sentinel",
         format!("redis-server {SENTINEL_CONFIG_PATH} --sentinel"),
     );
-    layer.checks.insert(
-        crate::health::SENTINEL_CHECK.into(),
-        crate::workload::server_check(host, SENTINEL_PORT),
-    );
+    if let Some(s) = layer.services.get_mut(SENTINEL_SERVICE) {
+        crate::tls::mark_service(s, tls);
+    }
+    let check = crate::workload::server_check(host, SENTINEL_PORT);
+    let check = match tls {
+        Some(_) => crate::tls::tls_check(check, &crate::tls::SENTINEL_TLS_PATHS),
+        None => check,
+    };
+    layer
+        .checks
+        .insert(crate::health::SENTINEL_CHECK.into(), check);
     layer
 }
 
@@ -97,6 +111,8 @@ struct SentinelConfFile<'a> {
     /// `sentinel myid` and the `known-replica` / `known-sentinel` lines.
     #[serde(flatten)]
     peers: KnownPeers,
+    /// The TLS files in the sentinel container when TLS is on ([`crate::tls`]).
+    tls: Option<crate::tls::TlsPaths>,
 }
 
 /// What a freshly started sentinel is told about its peers, so it can fail over at once.
@@ -365,7 +381,13 @@ pub fn converge(
             topo.peer.waiting_message("Databag has not been populated"),
         ));
     }
-    let layer = sentinel_layer(&own_address(&topo));
+    let layer = sentinel_layer_tls(&own_address(&topo), cfg.tls.as_ref());
+    // Sentinel needs the files too (its own port and its links are TLS).
+    if let Some(tls) = cfg.tls.as_ref() {
+        if let Err(e) = crate::tls::push(&*pebble, &crate::tls::SENTINEL_TLS_PATHS, tls) {
+            return Ok(pebble_outcome(SENTINEL_CONTAINER, &e));
+        }
+    }
     let plan = match pebble.get_plan() {
         Ok(p) => p,
         Err(e) => return Ok(pebble_outcome(SENTINEL_CONTAINER, &e)),
@@ -456,6 +478,7 @@ pub fn render_conf(
             client_reconfig_script: NOTIFY_PRIMARY_SCRIPT_PATH,
             sentinel_hashes: sentinel_hashes(&topo.peer),
             peers,
+            tls: cfg.tls.as_ref().map(|_| crate::tls::SENTINEL_TLS_PATHS),
         },
     )?)
 }

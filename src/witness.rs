@@ -60,6 +60,43 @@ pub fn witness_layer() -> Layer {
     layer
 }
 
+/// [`witness_layer`] with TLS on when `tls` is given ([`crate::tls`]): the service carries
+/// the certificate fingerprint and its checks speak TLS.
+pub fn witness_layer_tls(tls: Option<&crate::tls::TlsMaterial>) -> Layer {
+    let mut layer = witness_layer();
+    if let Some(s) = layer.services.get_mut(WITNESS_SERVICE) {
+        crate::tls::mark_service(s, tls);
+    }
+    if tls.is_some() {
+        for check in layer.checks.values_mut() {
+            *check = crate::tls::tls_check(check.clone(), &crate::tls::SENTINEL_TLS_PATHS);
+        }
+    }
+    layer
+}
+
+/// A running witness whose service predates a TLS change (on/off, a new certificate) still
+/// listens the old way: stopped here, so the decision below starts it with a fresh config.
+fn stop_if_tls_changed(pebble: &dyn Pebble, tls: Option<&crate::tls::TlsMaterial>) -> bool {
+    let want = witness_layer_tls(tls);
+    let stale = pebble
+        .get_plan()
+        .is_ok_and(|plan| plan.services.get(WITNESS_SERVICE) != want.services.get(WITNESS_SERVICE));
+    if !stale {
+        return false;
+    }
+    match stop(pebble) {
+        Ok(()) => {
+            tracing::info!("stopped the witness sentinel: TLS changed");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not stop the witness sentinel after a TLS change");
+            false
+        }
+    }
+}
+
 /// This unit's Redis role, as its own server reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
@@ -183,6 +220,7 @@ pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<(),
             return Ok(());
         }
     };
+    let running = running && !stop_if_tls_changed(&*pebble, cfg.tls.as_ref());
     let planned_units = fw.model().planned_units()?;
     if planned_units != WITNESS_UNITS && !running {
         // The common case (one unit, three or more): nothing to ask, nothing to record.
@@ -245,7 +283,7 @@ pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<(),
                 quorum,
                 peers,
             )?;
-            match start(&*pebble, &conf) {
+            match start(&*pebble, &conf, cfg.tls.as_ref()) {
                 Ok(()) => {
                     tracing::info!(%primary, "started the witness sentinel");
                     true
@@ -269,10 +307,14 @@ pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<(),
 }
 
 /// Push the config, add the layer, start the service.
-fn start(pebble: &dyn Pebble, conf: &str) -> Result<(), PebbleError> {
+fn start(
+    pebble: &dyn Pebble,
+    conf: &str,
+    tls: Option<&crate::tls::TlsMaterial>,
+) -> Result<(), PebbleError> {
     crate::sentinel::write_config(pebble, WITNESS_CONFIG_PATH, conf)?;
     crate::sentinel::push_notify_script(pebble)?;
-    pebble.add_layer(WITNESS_SERVICE, &witness_layer(), true)?;
+    pebble.add_layer(WITNESS_SERVICE, &witness_layer_tls(tls), true)?;
     pebble.service_action_and_wait(ServiceAction::Start, &[WITNESS_SERVICE], REPLAN_TIMEOUT)?;
     Ok(())
 }
