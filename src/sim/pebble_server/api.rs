@@ -2,7 +2,7 @@
 //! envelopes, status codes, error texts and kinds (contract section 4 and addenda 8).
 
 use super::http::{self, Request, Response};
-use super::{checks, files, notices, services, sys, time, Shared};
+use super::{checks, files, logfwd, notices, services, sys, time, Shared};
 use crate::ops::pebble::multipart::{build_multipart, multipart_boundary, parse_multipart, Part};
 use crate::ops::pebble::{parse_go_duration, plan as planlib, ErrorResult, Layer, PathResult};
 use serde::Deserialize;
@@ -515,6 +515,9 @@ fn post_layers(shared: &Arc<Shared>, req: &Request) -> Response {
     {
         let mut inner = shared.lock();
         let mut layers = inner.layers.clone();
+        if let Err(e) = logfwd::validate_layer(&body.label, &layer.log_targets) {
+            return bad(e.to_string());
+        }
         if let Err(e) = planlib::add_layer(&mut layers, &body.label, &layer, body.combine) {
             return bad(e.to_string());
         }
@@ -529,6 +532,8 @@ fn post_layers(shared: &Arc<Shared>, req: &Request) -> Response {
         }
         inner.layers = layers;
         inner.plan = plan;
+        let inner = &mut *inner;
+        inner.logfwd.plan_changed(&inner.plan, &shared.cfg.container);
     }
     checks::apply_plan(shared);
     sync(Value::Bool(true))

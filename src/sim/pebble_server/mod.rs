@@ -12,6 +12,7 @@
 //! - `checks`: tcp/http/exec health checks, started when a layer adds them.
 //! - `files`: the files API on the container root (`/x` in the container is `root/x`).
 //! - `changes`, `notices`: in-memory changes/tasks and notices.
+//! - `logfwd`: service output to the plan's `type: loki` log targets.
 //!
 //! # Container paths
 //! When the daemon runs as root, each service starts in a private mount namespace where every
@@ -35,6 +36,7 @@ mod changes;
 mod checks;
 mod files;
 mod http;
+mod logfwd;
 mod notices;
 mod services;
 mod sys;
@@ -118,6 +120,8 @@ pub(crate) struct Inner {
     pub services: BTreeMap<String, services::ServiceRt>,
     pub checks: BTreeMap<String, checks::CheckRt>,
     pub check_events: Vec<CheckEvent>,
+    /// The loki log targets' forwarders (see `logfwd`).
+    pub logfwd: logfwd::Forwarding,
 }
 
 /// State shared by the API handlers, service supervisors and the [`PebbleServer`] handle.
