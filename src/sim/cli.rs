@@ -142,6 +142,13 @@ pub enum Cmd {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Replace file resources (`name=path`, repeatable); every unit runs upgrade-charm.
+    AttachResource {
+        app: String,
+        resources: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Run an action on a unit: `run app/0 action key=value ...`.
     Run {
         unit: String,
@@ -560,6 +567,15 @@ fn run(cli: Cli) -> CliResult<i32> {
             if show {
                 print!("{}", serde_yaml::to_string(&v).unwrap_or_default());
             }
+            wait_if(&t.dir, &wait)?;
+            Ok(0)
+        }
+        Cmd::AttachResource {
+            app,
+            resources,
+            wait,
+        } => {
+            request(&t.dir, &Request::AttachResource { app, resources })?;
             wait_if(&t.dir, &wait)?;
             Ok(0)
         }

@@ -432,6 +432,7 @@ impl Daemon {
             ),
             Request::Relate { a, b } => self.relate(&a, &b, progress),
             Request::Config { app, settings } => self.config(&app, &settings),
+            Request::AttachResource { app, resources } => self.attach_resource(&app, &resources),
             Request::Run {
                 unit,
                 action,
@@ -469,15 +470,7 @@ impl Daemon {
         }
         let dispatch = resolve_dispatch(&charm, dispatch)?;
         let settings = parse_config(&charm, config)?;
-        let mut res = Vec::new();
-        for r in resources {
-            let (name, path) = r
-                .split_once('=')
-                .ok_or_else(|| format!("invalid resource {r:?}: expected name=path"))?;
-            let path =
-                std::fs::canonicalize(path).map_err(|e| format!("resource {name}: {path}: {e}"))?;
-            res.push((name.to_string(), path));
-        }
+        let res = parse_resources(resources)?;
         {
             let mut w = self.world();
             w.add_app(&app, meta).map_err(|e| e.to_string())?;
@@ -881,6 +874,31 @@ impl Daemon {
         for u in self.world().units(app) {
             if let Ok(rt) = self.unit_rt(&u) {
                 rt.enqueue(HookSpec::plain("config-changed"));
+            }
+        }
+        Ok(json!({}))
+    }
+
+    /// `attach-resource`: the new files replace the old ones, then upgrade-charm on every
+    /// unit (Juju's behaviour; the charm re-reads its resources there).
+    fn attach_resource(&self, app: &str, resources: &[String]) -> OpResult<Value> {
+        if self.charm_of(app).is_none() {
+            return Err(format!("application \"{app}\" not found"));
+        }
+        if resources.is_empty() {
+            return Err("no resources given: expected name=path".into());
+        }
+        let res = parse_resources(resources)?;
+        {
+            let mut w = self.world();
+            for (name, path) in res {
+                w.set_resource(app, &name, path)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        for u in self.world().units(app) {
+            if let Ok(rt) = self.unit_rt(&u) {
+                rt.enqueue(HookSpec::plain("upgrade-charm"));
             }
         }
         Ok(json!({}))
@@ -1900,6 +1918,21 @@ fn new_check_events(rt: &UnitRt) -> Vec<(String, String, bool)> {
         );
     }
     found
+}
+
+/// `name=path` resource arguments, each path made absolute (it must exist): `resource-get`
+/// answers that path.
+fn parse_resources(resources: &[String]) -> OpResult<Vec<(String, std::path::PathBuf)>> {
+    let mut res = Vec::new();
+    for r in resources {
+        let (name, path) = r
+            .split_once('=')
+            .ok_or_else(|| format!("invalid resource {r:?}: expected name=path"))?;
+        let path =
+            std::fs::canonicalize(path).map_err(|e| format!("resource {name}: {path}: {e}"))?;
+        res.push((name.to_string(), path));
+    }
+    Ok(res)
 }
 
 #[cfg(test)]

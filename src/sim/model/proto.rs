@@ -44,6 +44,12 @@ pub enum Request {
         app: String,
         settings: Vec<String>,
     },
+    /// `juju attach-resource`: replace file resources (`name=path`); every unit then runs
+    /// upgrade-charm, as Juju does.
+    AttachResource {
+        app: String,
+        resources: Vec<String>,
+    },
     Run {
         unit: String,
         action: String,
