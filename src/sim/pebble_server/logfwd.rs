@@ -491,7 +491,7 @@ mod tests {
         rt.block_on(async { f.plan_changed(&plan, "c") });
         assert!(f.active().is_empty());
         f.line(&plan, "a", "late", SystemTime::now());
-        rt.block_on(tokio::time::sleep(Duration::from_millis(1500)));
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(1500)).await });
         assert_eq!(got.lock().unwrap().len(), 1);
     }
 
@@ -528,6 +528,6 @@ mod tests {
         );
         assert_eq!(split_url("https://loki"), None);
         let env = BTreeMap::from([("A".to_string(), "1".to_string())]);
-        assert_eq!(expand("x-$A-${A}-$B-$-${", Some(&env)), "x-1-1---$-${");
+        assert_eq!(expand("x-$A-${A}-$B-$-${", Some(&env)), "x-1-1--$-${");
     }
 }
