@@ -38,7 +38,9 @@ fn password_action(
 }
 
 /// `set-password [username=admin|sentinel] [password=...]`: start a rotation on the leader
-/// (see [`crate::passwords`]). The results name the rotation, never a password.
+/// (see [`crate::passwords`]). `set-password force=true` instead moves a stalled rotation
+/// on without the units that do not acknowledge ([`crate::passwords::force_rotation`]).
+/// The results name the rotation (and the units forced past), never a password.
 pub fn set_password(
     charm: &mut RedisK8sCharm,
     fw: &mut Framework<'_>,
@@ -52,6 +54,23 @@ pub fn set_password(
         return Ok(());
     }
     let params = fw.tools().action_get()?;
+    match params.get("force") {
+        None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => {}
+        Some(serde_json::Value::Bool(true)) => {
+            if !matches!(params.get("password"), None | Some(serde_json::Value::Null)) {
+                fw.tools().action_fail(
+                    "force moves the running rotation on and takes no password; run \
+                     set-password without force to start a new rotation",
+                )?;
+                return Ok(());
+            }
+            return force_rotation(charm, fw);
+        }
+        Some(_) => {
+            fw.tools().action_fail("force must be a boolean")?;
+            return Ok(());
+        }
+    }
     let user = match params.get("username") {
         None | Some(serde_json::Value::Null) => User::Admin,
         Some(serde_json::Value::String(u)) => match User::parse(u) {
@@ -87,6 +106,33 @@ pub fn set_password(
                     "rotation started: every unit accepts both passwords, then switches; the \
                      old {} password is refused password-rotation-grace seconds later",
                     user.as_str()
+                ),
+            );
+            fw.tools().action_set(&r)?;
+        }
+        Err(msg) => fw.tools().action_fail(&msg)?,
+    }
+    Ok(())
+}
+
+/// `set-password force=true`: the rotation's user and generation, the phase it is in now,
+/// and the units no longer waited for (`excused`).
+fn force_rotation(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> HandlerResult {
+    match crate::passwords::force_rotation(charm, fw)? {
+        Ok(forced) => {
+            let rot = &forced.rotation;
+            let mut r = BTreeMap::new();
+            r.insert("username".to_string(), rot.user.as_str().to_string());
+            r.insert("generation".to_string(), rot.generation.to_string());
+            r.insert("phase".to_string(), rot.phase.as_str().to_string());
+            r.insert("excused".to_string(), forced.excused.join(","));
+            r.insert(
+                "result".to_string(),
+                format!(
+                    "rotation forced past {} (no longer waited for); now in phase {}. They \
+                     apply the current passwords when they come back",
+                    forced.excused.join(", "),
+                    rot.phase.as_str()
                 ),
             );
             fw.tools().action_set(&r)?;

@@ -40,6 +40,16 @@
 //! runtime change is also written back by `CONFIG REWRITE` (Redis) / `SENTINEL FLUSHCONFIG`.
 //! One rotation at a time; `set-password` refuses to start another until it is done.
 //!
+//! # Forcing a stalled rotation (`set-password force=true`)
+//! A unit that never acknowledges (dead pod, stuck hook) holds a phase forever; the leader's
+//! status names it. [`force_rotation`] records the lagging units as `excused` in the rotation
+//! record (not waited for again in this rotation) and moves on, except that the switch (which
+//! puts the new password in use) is refused while a lagging unit's workload answers and
+//! refuses the new password, and the grace period before the drop is never shortened. An
+//! excused unit still owes its acknowledgement: when it comes back it renders the latest
+//! secret revision (every unit peeks) and applies it to its running workloads; after the
+//! rotation it acknowledges `<generation>:done` ([`Rotation::owed_ack`]).
+//!
 //! # No authentication
 //! Relating a client never turns authentication off (the Python charm's `enable-password`
 //! legacy key is deleted by the leader with a warning). The `allow-no-auth` option gives the
@@ -151,13 +161,18 @@ impl Phase {
 }
 
 /// The leader's rotation record in the peer app databag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rotation {
     pub generation: u64,
     pub user: User,
     pub phase: Phase,
     /// Unix seconds when this phase was written (the grace period counts from the switch).
     pub since: u64,
+    /// Units the operator forced this rotation past (`set-password force=true`): their
+    /// acknowledgements are not waited for again in this rotation. Absent in records
+    /// written before forcing existed, and when nobody was excused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excused: Vec<String>,
 }
 
 impl Rotation {
@@ -168,6 +183,21 @@ impl Rotation {
     /// What a unit writes to [`KEY_ROTATION_ACK`] once it applied this phase.
     pub fn ack_value(&self) -> String {
         format!("{}:{}", self.generation, self.phase.as_str())
+    }
+
+    /// The acknowledgement a unit whose databag says `own` still owes, if any. While the
+    /// rotation runs: the current phase's. Once it is done: `<generation>:done` from a unit
+    /// that did not take part to the end (`<generation>:drop`): one the rotation was forced
+    /// past, or one that joined later. Such a unit brings its running workloads to the
+    /// secret once, instead of keeping a password the others no longer accept (or refusing
+    /// the one clients now use) until its next config-changed.
+    pub fn owed_ack(&self, own: Option<&str>) -> Option<String> {
+        let want = self.ack_value();
+        if self.active() {
+            return (own != Some(want.as_str())).then_some(want);
+        }
+        let dropped = format!("{}:{}", self.generation, Phase::Drop.as_str());
+        (own != Some(want.as_str()) && own != Some(dropped.as_str())).then_some(want)
     }
 
     pub fn to_json(&self) -> String {
@@ -542,7 +572,7 @@ pub fn next_step(
         Rotation {
             phase,
             since: now,
-            ..*rot
+            ..rot.clone()
         },
         pw,
     ))
@@ -579,6 +609,7 @@ pub fn start(
         user,
         phase: Phase::Add,
         since: now,
+        excused: Vec::new(),
     };
     Ok((rot, pw))
 }
@@ -615,6 +646,31 @@ fn write_rotation(
     Ok(())
 }
 
+/// The units (this one included) that have not acknowledged `rot`'s phase and were not
+/// excused from it by a forced move, sorted.
+fn lagging_units(
+    fw: &Framework<'_>,
+    rel: u32,
+    rot: &Rotation,
+) -> Result<Vec<String>, HandlerError> {
+    let want = rot.ack_value();
+    let mut units = fw.model().relation_units(rel)?;
+    units.push(fw.ctx.unit_name.clone());
+    let mut waiting = Vec::new();
+    for u in &units {
+        if rot.excused.contains(u) {
+            continue;
+        }
+        let bag = fw.model().relation_data(rel, u, false)?;
+        if bag.get(KEY_ROTATION_ACK) != Some(&want) {
+            waiting.push(u.clone());
+        }
+    }
+    waiting.sort();
+    waiting.dedup();
+    Ok(waiting)
+}
+
 /// Leader: when every unit acknowledged the current phase, go to the next one.
 fn advance_rotation(
     charm: &mut RedisK8sCharm,
@@ -630,23 +686,13 @@ fn advance_rotation(
         charm.health.rotation_note = None;
         return Ok(());
     };
-    let want = rot.ack_value();
-    let mut units = fw.model().relation_units(rel)?;
-    units.push(fw.ctx.unit_name.clone());
-    let mut waiting = Vec::new();
-    for u in &units {
-        let bag = fw.model().relation_data(rel, u, false)?;
-        if bag.get(KEY_ROTATION_ACK) != Some(&want) {
-            waiting.push(u.clone());
-        }
-    }
+    let waiting = lagging_units(fw, rel, &rot)?;
     if !waiting.is_empty() {
         tracing::info!(
             phase = rot.phase.as_str(),
             ?waiting,
             "password rotation waits for units"
         );
-        waiting.sort();
         charm.health.rotation_note = Some(crate::health::rotation_waiting_note(
             &waiting,
             rot.phase.as_str(),
@@ -732,6 +778,164 @@ pub fn set_password(
     Ok(Ok(rot))
 }
 
+/// What `set-password force=true` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forced {
+    /// The rotation record after the move (its phase may have gone on by more than one step
+    /// when the remaining units had acknowledged already).
+    pub rotation: Rotation,
+    /// The units no longer waited for, sorted.
+    pub excused: Vec<String>,
+}
+
+/// How long the leader waits for a lagging unit's workload to answer a forced move's probe.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What a lagging unit's workload says to the password the next phase puts in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// `AUTH default <new>` succeeded: it accepts the password (its ack is just missing).
+    Accepts,
+    /// It answers and refuses the password: clients sent there after the switch would be
+    /// locked out.
+    Refuses(String),
+    /// No answer: no client reaches it either; when it comes back it renders the secret.
+    Unreachable(String),
+}
+
+/// Probe `host:port` with `AUTH default <password>`. The connection itself is made without
+/// credentials, so a refused password (an error reply) is told apart from a workload that
+/// does not answer (a failed connection).
+pub fn probe(host: &str, port: u16, password: &str) -> Probe {
+    let mut conn = match RedisConn::connect_with_timeout(host, port, None, PROBE_TIMEOUT) {
+        Ok(c) => c,
+        Err(e) => return Probe::Unreachable(e.to_string()),
+    };
+    match conn.command(&["AUTH", "default", password]) {
+        Ok(_) => Probe::Accepts,
+        Err(RedisCallError::Command { message, .. }) => Probe::Refuses(message),
+        Err(e) => Probe::Unreachable(e.to_string()),
+    }
+}
+
+/// `set-password force=true` on the leader: stop waiting for the units that hold the
+/// running rotation's phase up (a dead pod, a stuck hook), for the rest of this rotation,
+/// and move on. Never a lock-out:
+/// - **add → switch** puts the new password in use (clients get it). Each lagging unit is
+///   probed first: if its workload answers and refuses the new password, nothing is forced
+///   and the action fails naming it (clients sent there would be refused). A unit that does
+///   not answer serves no client now; when it comes back it renders the current secret and
+///   applies it to its running workloads ([`apply_and_ack`]: an excused unit still owes its
+///   acknowledgement, and after the rotation `<generation>:done`, see
+///   [`Rotation::owed_ack`]).
+/// - **switch → drop** still waits for `password-rotation-grace` after the switch: that
+///   protects client applications, which no unit acknowledgement covers. A lagging unit
+///   that still sends the old password itself (replication, sentinel) loses only its own
+///   links until it catches up.
+/// - **drop → done** is bookkeeping.
+///
+/// `Ok(Err(why))` when there is nothing to force or forcing would lock clients out.
+pub fn force_rotation(
+    charm: &mut RedisK8sCharm,
+    fw: &mut Framework<'_>,
+) -> Result<Result<Forced, String>, HandlerError> {
+    if let Outcome::Waiting(msg) = leader_step(charm, fw)? {
+        return Ok(Err(msg));
+    }
+    let topo = charm.topology(fw)?.clone();
+    let (Some(rel), Some(pw), Some(uri)) = (
+        topo.peer_relation,
+        topo.peer.passwords.clone(),
+        topo.peer.passwords_secret.clone(),
+    ) else {
+        return Ok(Err("the passwords are not available yet".into()));
+    };
+    let Some(mut rot) = topo.peer.rotation.clone().filter(Rotation::active) else {
+        return Ok(Err(
+            "no password rotation is in progress: there is nothing to force (run set-password \
+             without force to start one)"
+                .into(),
+        ));
+    };
+    let lagging = lagging_units(fw, rel, &rot)?;
+    if lagging.is_empty() {
+        let grace = charm
+            .config(fw)
+            .map(|c| c.password_rotation_grace)
+            .unwrap_or(300);
+        let left = rot.since.saturating_add(grace).saturating_sub(unix_now());
+        return Ok(Err(match rot.phase {
+            Phase::Switch if left > 0 => format!(
+                "every unit has applied the switch; the old {} password is dropped when the \
+                 password-rotation-grace period ends ({left}s left): force does not shorten it \
+                 (client applications may still use the old password)",
+                rot.user.as_str()
+            ),
+            phase => format!(
+                "no unit holds the rotation up (phase {}); it moves on at the next hook",
+                phase.as_str()
+            ),
+        }));
+    }
+    if rot.phase == Phase::Add {
+        let new = pw.user(rot.user).next.clone().unwrap_or_default();
+        let port = match rot.user {
+            User::Admin => REDIS_PORT,
+            User::Sentinel => SENTINEL_PORT,
+        };
+        let domain = charm
+            .config(fw)
+            .map(|c| c.cluster_domain.clone())
+            .unwrap_or_else(|_| "cluster.local".into());
+        let mut refusing = Vec::new();
+        for unit in &lagging {
+            let host = if *unit == fw.ctx.unit_name {
+                own_address(&topo)
+            } else {
+                crate::peers::unit_fqdn(unit, &fw.ctx.model_name, &domain)
+            };
+            match probe(&host, port, &new) {
+                Probe::Accepts => {
+                    tracing::info!(%unit, "forced rotation: the unit accepts the new password")
+                }
+                Probe::Unreachable(why) => {
+                    tracing::info!(%unit, %why, "forced rotation: the unit does not answer")
+                }
+                Probe::Refuses(why) => {
+                    tracing::warn!(%unit, %why, "forced rotation: the unit refuses the new password");
+                    refusing.push(unit.clone());
+                }
+            }
+        }
+        if !refusing.is_empty() {
+            return Ok(Err(format!(
+                "not forced: {} answer(s) but refuse the new {} password; switching now would \
+                 lock out clients connecting there. Let the unit apply it (its log says why it \
+                 cannot), or stop it, then force again",
+                refusing.join(", "),
+                rot.user.as_str()
+            )));
+        }
+    }
+    tracing::warn!(
+        phase = rot.phase.as_str(),
+        excused = ?lagging,
+        "password rotation forced past units that did not acknowledge"
+    );
+    rot.excused.extend(lagging.iter().cloned());
+    rot.excused.sort();
+    rot.excused.dedup();
+    write_rotation(charm, fw, rel, &uri, &rot, &pw, &pw)?;
+    apply_and_ack(charm, fw, true)?;
+    advance_rotation(charm, fw, rel)?;
+    apply_and_ack(charm, fw, false)?;
+    let after = charm.topology(fw)?.peer.rotation.clone().unwrap_or(rot);
+    Ok(Ok(Forced {
+        rotation: after,
+        excused: lagging,
+    }))
+}
+
 /// Bring this unit's running Redis and Sentinel to the passwords of the secret (ACL rules,
 /// `masterauth`, `sentinel-pass`, `auth-pass`), and acknowledge the rotation phase once they
 /// match. Runs when a rotation waits for this unit, or with `force` (config changes, a new
@@ -745,17 +949,17 @@ pub fn apply_and_ack(
     let (Some(pw), Some(rel)) = (topo.peer.passwords.clone(), topo.peer_relation) else {
         return Ok(());
     };
-    let want = topo
-        .peer
-        .rotation
-        .filter(Rotation::active)
-        .map(|r| r.ack_value());
     let own = fw
         .model()
         .relation_data(rel, &fw.ctx.unit_name, false)?
         .get(KEY_ROTATION_ACK)
         .cloned();
-    let owed = want.is_some() && own != want;
+    let want = topo
+        .peer
+        .rotation
+        .as_ref()
+        .and_then(|r| r.owed_ack(own.as_deref()));
+    let owed = want.is_some();
     let force = force
         || matches!(
             fw.ctx.event,
@@ -1093,9 +1297,47 @@ mod tests {
             user: User::Sentinel,
             phase: Phase::Switch,
             since: 42,
+            excused: Vec::new(),
         };
-        assert_eq!(Rotation::from_json(&r.to_json()), Some(r));
+        assert_eq!(Rotation::from_json(&r.to_json()), Some(r.clone()));
+        assert!(!r.to_json().contains("excused"), "absent when empty");
         assert_eq!(r.ack_value(), "3:switch");
         assert_eq!(Rotation::from_json("{junk"), None);
+        // A record written before forcing existed still parses; excused units round-trip.
+        let old = r#"{"generation":3,"user":"sentinel","phase":"switch","since":42}"#;
+        assert_eq!(Rotation::from_json(old), Some(r.clone()));
+        let forced = Rotation {
+            excused: vec!["redis-k8s/2".into()],
+            ..r
+        };
+        assert_eq!(Rotation::from_json(&forced.to_json()), Some(forced));
+    }
+
+    #[test]
+    fn units_owe_the_running_phase_and_stragglers_catch_up_after_the_rotation() {
+        let rot = |phase| Rotation {
+            generation: 4,
+            user: User::Admin,
+            phase,
+            since: 0,
+            excused: vec!["redis-k8s/2".into()],
+        };
+        // While it runs: the current phase, whatever the unit acked before (excused or not).
+        let add = rot(Phase::Add);
+        assert_eq!(add.owed_ack(None).as_deref(), Some("4:add"));
+        assert_eq!(add.owed_ack(Some("3:drop")).as_deref(), Some("4:add"));
+        assert_eq!(add.owed_ack(Some("4:add")), None);
+        assert_eq!(
+            rot(Phase::Switch).owed_ack(Some("4:add")).as_deref(),
+            Some("4:switch")
+        );
+        // Done: units that acked the drop are current; anyone else (forced past, joined
+        // later, an older generation) applies the secret once and acks done.
+        let done = rot(Phase::Done);
+        assert_eq!(done.owed_ack(Some("4:drop")), None);
+        assert_eq!(done.owed_ack(Some("4:done")), None);
+        assert_eq!(done.owed_ack(Some("4:add")).as_deref(), Some("4:done"));
+        assert_eq!(done.owed_ack(Some("3:drop")).as_deref(), Some("4:done"));
+        assert_eq!(done.owed_ack(None).as_deref(), Some("4:done"));
     }
 }

@@ -429,3 +429,259 @@ fn a_sentinel_starting_mid_rotation_accepts_both_passwords() {
         .to_yaml()
         .contains("new-sentinel-pw"));
 }
+
+// ----- forcing a stalled rotation (`set-password force=true`) -------------------------------
+
+/// `set-password` with real JSON parameters (`force` is a boolean, as Juju passes it).
+fn set_password_action(params: serde_json::Value) -> HookInfo {
+    use redis_k8s::ops::testing::world::ActionInvocation;
+    HookInfo {
+        action: Some(ActionInvocation {
+            name: "set-password".into(),
+            params: params
+                .as_object()
+                .expect("an object")
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }),
+        ..HookInfo::default()
+    }
+}
+
+fn force(
+    s: &mut redis_k8s::ops::testing::harness::Scenario<'_>,
+) -> redis_k8s::ops::testing::harness::RunResult {
+    let r = s
+        .run::<RedisK8sCharm>(
+            "actions/set-password",
+            set_password_action(serde_json::json!({"force": true})),
+        )
+        .unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    r
+}
+
+/// A unit that never acknowledges (its pod is gone: its pod name does not resolve here)
+/// stalls the rotation; the operator forces it on, the rotation completes without that
+/// unit, and when it comes back it renders and applies the current passwords once.
+#[test]
+fn a_stalled_rotation_is_forced_past_a_dead_unit_which_catches_up_when_it_returns() {
+    let w = world(3);
+    set_config(&w, &[("password-rotation-grace", 0.into())]);
+    let (pebble0, pebble1, pebble2) = (containers(), containers(), containers());
+    let mut s0 = scenario(&w, U0, &pebble0);
+    let mut s1 = scenario(&w, U1, &pebble1);
+    let mut s2 = scenario(&w, U2, &pebble2);
+    run(&mut s0, "leader-elected");
+    for s in [&mut s0, &mut s1, &mut s2] {
+        run(s, "config-changed");
+    }
+    let old = passwords_secret(&w)["redis-password"].clone();
+
+    // Nothing to force without a rotation; a password with force is refused.
+    let r = force(&mut s0);
+    let failure = r.session.action_failure().unwrap_or_default();
+    assert!(
+        failure.contains("no password rotation is in progress"),
+        "{failure}"
+    );
+    let r = s0
+        .run::<RedisK8sCharm>(
+            "actions/set-password",
+            set_password_action(serde_json::json!({"force": true, "password": "x-y-z"})),
+        )
+        .unwrap();
+    assert!(r
+        .session
+        .action_failure()
+        .unwrap_or_default()
+        .contains("takes no password"));
+    assert!(!bag(&w, APP).contains_key("password-rotation"));
+
+    run_action_ok(&mut s0, "set-password", &[("password", "forced-admin-pw")]);
+    set_bag(&w, U0, &[("password-rotation-ack", "1:add")]);
+    set_bag(&w, U1, &[("password-rotation-ack", "1:add")]);
+    run(&mut s0, "update-status");
+    assert_eq!(rotation(&w)["phase"], "add", "unit 2 holds it up");
+
+    // Forced: unit 2 does not answer (no client reaches it), so the switch goes ahead.
+    let r = force(&mut s0);
+    assert!(
+        r.session.action_failure().is_none(),
+        "{:?}",
+        r.session.action_failure()
+    );
+    let results = r.session.action_results();
+    assert_eq!(results["excused"], "redis-k8s/2");
+    assert_eq!(results["phase"], "switch");
+    assert_eq!(results["username"], "admin");
+    assert_eq!(results["generation"], "1");
+    assert!(results
+        .values()
+        .all(|v| !v.contains("forced-admin-pw") && !v.contains(&old)));
+    assert_eq!(rotation(&w)["excused"], serde_json::json!(["redis-k8s/2"]));
+    let c = passwords_secret(&w);
+    assert_eq!(c["redis-password"], "forced-admin-pw");
+    assert_eq!(
+        c["redis-password-previous"], old,
+        "the old one is still accepted"
+    );
+
+    // The rest of the rotation does not wait for unit 2 again.
+    set_bag(&w, U0, &[("password-rotation-ack", "1:switch")]);
+    set_bag(&w, U1, &[("password-rotation-ack", "1:switch")]);
+    run(&mut s0, "update-status");
+    assert_eq!(rotation(&w)["phase"], "drop");
+    set_bag(&w, U0, &[("password-rotation-ack", "1:drop")]);
+    set_bag(&w, U1, &[("password-rotation-ack", "1:drop")]);
+    run(&mut s0, "update-status");
+    assert_eq!(rotation(&w)["phase"], "done");
+    assert_eq!(bag(&w, U2).get("password-rotation-ack"), None);
+    // Its files still carry only the old password: it missed everything.
+    assert!(redis_conf(&pebble2).contains(&acl_line(&[&old])));
+
+    // Unit 2 comes back (its next hook): it renders the current secret (applying it to
+    // running processes and acknowledging is shown with real processes in
+    // forcing_the_switch_is_refused_while_a_live_unit_refuses_the_new_password).
+    run_hook(&mut s2, peer_changed(&w, U0));
+    let rc = redis_conf(&pebble2);
+    assert!(rc.contains(&acl_line(&["forced-admin-pw"])), "{rc}");
+    assert!(rc.contains("masterauth forced-admin-pw\n"), "{rc}");
+    assert!(!rc.contains(&hex(old.as_bytes())));
+
+    // Nothing is running any more: force has nothing to do.
+    let r = force(&mut s0);
+    assert!(r
+        .session
+        .action_failure()
+        .unwrap_or_default()
+        .contains("no password rotation is in progress"));
+}
+
+/// Forcing never shortens the grace period that protects client applications, and says so.
+#[test]
+fn force_does_not_shorten_the_grace_period() {
+    let w = world(1);
+    let pebble0 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
+    run(&mut s0, "leader-elected");
+    run_action_ok(
+        &mut s0,
+        "set-password",
+        &[("password", "graceful-admin-pw")],
+    );
+    set_bag(&w, U0, &[("password-rotation-ack", "1:add")]);
+    run(&mut s0, "update-status");
+    assert_eq!(rotation(&w)["phase"], "switch");
+    set_bag(&w, U0, &[("password-rotation-ack", "1:switch")]);
+    let r = force(&mut s0);
+    let failure = r.session.action_failure().unwrap_or_default();
+    assert!(
+        failure.contains("password-rotation-grace") && failure.contains("s left"),
+        "{failure}"
+    );
+    assert_eq!(rotation(&w)["phase"], "switch");
+    assert!(passwords_secret(&w).contains_key("redis-password-previous"));
+    assert!(rotation(&w).get("excused").is_none());
+}
+
+/// A lagging unit whose Redis answers but refuses the new password (its pod name resolves
+/// to a real redis-server here) blocks the forced switch: clients sent there would be locked
+/// out. Once it accepts the new password (or stops answering) the force goes through; the
+/// rotation completes without the excused units, and one that comes back later (real
+/// redis-server and sentinel from the files it renders) applies the current passwords and
+/// acknowledges the finished rotation.
+#[test]
+fn forcing_the_switch_is_refused_while_a_live_unit_refuses_the_new_password() {
+    if skip_unless_in_hosts_namespace(
+        "forcing_the_switch_is_refused_while_a_live_unit_refuses_the_new_password",
+        60,
+    ) {
+        return;
+    }
+    let w = world(3);
+    set_config(&w, &[("password-rotation-grace", 0.into())]);
+    let pebble0 = containers();
+    let mut s0 = scenario(&w, U0, &pebble0);
+    run(&mut s0, "leader-elected");
+    let old = passwords_secret(&w)["redis-password"].clone();
+    run_action_ok(&mut s0, "set-password", &[("password", "probe-new-pw")]);
+    set_bag(&w, U0, &[("password-rotation-ack", "1:add")]);
+
+    // Unit 2's Redis runs with only the old password; unit 1's pod does not answer.
+    let dir = tempfile::tempdir().unwrap();
+    let stale = plain_redis(&unit_addr(60, 2), Some(&old), dir.path());
+    let r = force(&mut s0);
+    let failure = r.session.action_failure().unwrap_or_default();
+    assert!(
+        failure.contains("not forced: redis-k8s/2 answer"),
+        "{failure}"
+    );
+    assert!(!failure.contains("redis-k8s/1"), "{failure}");
+    assert!(!failure.contains("probe-new-pw") && !failure.contains(&old));
+    assert_eq!(rotation(&w)["phase"], "add");
+    assert!(rotation(&w).get("excused").is_none());
+    assert_eq!(
+        passwords_secret(&w)["redis-password"],
+        old,
+        "nothing switched"
+    );
+
+    // Now it accepts the new password (its ack is merely missing): forced past both.
+    drop(stale);
+    let _fixed = plain_redis(&unit_addr(60, 2), Some("probe-new-pw"), dir.path());
+    let r = force(&mut s0);
+    assert!(
+        r.session.action_failure().is_none(),
+        "{:?}",
+        r.session.action_failure()
+    );
+    assert_eq!(
+        r.session.action_results()["excused"],
+        "redis-k8s/1,redis-k8s/2"
+    );
+    assert_eq!(rotation(&w)["phase"], "switch");
+    assert_eq!(passwords_secret(&w)["redis-password"], "probe-new-pw");
+    drop(_fixed);
+
+    // The leader alone finishes the rotation.
+    set_bag(&w, U0, &[("password-rotation-ack", "1:switch")]);
+    run(&mut s0, "update-status");
+    assert_eq!(rotation(&w)["phase"], "drop");
+    set_bag(&w, U0, &[("password-rotation-ack", "1:drop")]);
+    run(&mut s0, "update-status");
+    assert_eq!(rotation(&w)["phase"], "done");
+
+    // Unit 2's pod comes back: a fresh pod renders the current secret; nothing runs yet,
+    // so nothing is acknowledged.
+    let pebble2 = containers();
+    let mut s2 = scenario(&w, U2, &pebble2);
+    run(&mut s2, "config-changed");
+    assert_eq!(bag(&w, U2).get("password-rotation-ack"), None);
+    let rc = redis_conf(&pebble2);
+    assert!(rc.contains(&acl_line(&["probe-new-pw"])), "{rc}");
+    // Its Redis and Sentinel start from those files; its next hook applies the passwords
+    // to them and acknowledges the finished rotation.
+    let dir2 = tempfile::tempdir().unwrap();
+    let host2 = unit_addr(60, 2);
+    let _redis2 = redis_from_rendered(&rc, &host2, dir2.path());
+    let _sentinel2 = sentinel_from_rendered(
+        &conf(&pebble2, "sentinel", SENTINEL_CONF),
+        &host2,
+        dir2.path(),
+    );
+    run(&mut s2, "update-status");
+    assert_eq!(bag(&w, U2)["password-rotation-ack"], "1:done");
+    let mut conn = redis_k8s::redis_client::RedisConn::connect(&host2, 6379, Some("probe-new-pw"))
+        .expect("the new password works on the returning unit");
+    let masterauth = conn.command(&["CONFIG", "GET", "masterauth"]).unwrap();
+    assert!(format!("{masterauth:?}").contains("probe-new-pw"));
+    assert!(
+        redis_k8s::redis_client::RedisConn::connect(&host2, 6379, Some(&old)).is_err(),
+        "the old password is refused there"
+    );
+    // Once: the next hook owes nothing.
+    run(&mut s2, "update-status");
+    assert_eq!(bag(&w, U2)["password-rotation-ack"], "1:done");
+}
