@@ -4,7 +4,7 @@
 //! - `override: replace` swaps the whole entry;
 //! - `override: merge` replaces scalars that the new layer sets, appends `after`/`before`/
 //!   `requires`, and merges the maps (`environment`, `on-check-failure`, http `headers`,
-//!   exec `environment`).
+//!   exec `environment`); for log targets, appends `services` and merges `labels`.
 
 use super::types::{Check, Layer, Plan, Service};
 
@@ -145,6 +145,30 @@ fn merge_check(base: &mut Check, overlay: &Check) {
     }
 }
 
+/// A log target with `override: merge` on top of an existing one: scalars it sets replace,
+/// `services` are appended (later `-x` / `-all` entries remove, see
+/// [`super::types::LogTarget::logs_to`]), `labels` are merged. `None` when the overlay
+/// replaces the entry (or either side is not a target's shape): the overlay is taken whole.
+fn merge_log_target(
+    base: &serde_yaml::Value,
+    overlay: &serde_yaml::Value,
+) -> Option<serde_yaml::Value> {
+    use super::types::LogTarget;
+    let over = LogTarget::from_value(overlay)?;
+    if over.r#override.as_deref() != Some("merge") {
+        return None;
+    }
+    let mut merged = LogTarget::from_value(base)?;
+    set(&mut merged.r#override, &over.r#override);
+    set(&mut merged.target_type, &over.target_type);
+    set(&mut merged.location, &over.location);
+    merged.services.extend(over.services.iter().cloned());
+    merged
+        .labels
+        .extend(over.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Some(merged.to_value())
+}
+
 /// Apply `overlay` on top of `base` with Pebble's override rules.
 pub fn merge_layer(base: &mut Layer, overlay: &Layer) {
     set(&mut base.summary, &overlay.summary);
@@ -166,7 +190,12 @@ pub fn merge_layer(base: &mut Layer, overlay: &Layer) {
         }
     }
     for (name, target) in &overlay.log_targets {
-        base.log_targets.insert(name.clone(), target.clone());
+        let merged = base
+            .log_targets
+            .get(name)
+            .and_then(|existing| merge_log_target(existing, target));
+        base.log_targets
+            .insert(name.clone(), merged.unwrap_or_else(|| target.clone()));
     }
 }
 
@@ -274,6 +303,52 @@ mod tests {
             add_layer(&mut layers, "bad", &bad, true),
             Err(AddLayerError::Invalid(PlanError::ServiceOverride { .. }))
         ));
+    }
+
+    #[test]
+    fn log_targets_merge_services_and_labels_or_are_replaced_whole() {
+        use crate::ops::pebble::LogTarget;
+        let t = |over: &str, loc: Option<&str>, services: &[&str], labels: &[(&str, &str)]| {
+            LogTarget {
+                r#override: Some(over.into()),
+                target_type: Some("loki".into()),
+                location: loc.map(str::to_string),
+                services: services.iter().map(|s| s.to_string()).collect(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }
+            .to_value()
+        };
+        let mut base = Layer::default();
+        base.log_targets.insert(
+            "l".into(),
+            t(
+                "replace",
+                Some("http://a/p"),
+                &["svc1", "svc2"],
+                &[("a", "1")],
+            ),
+        );
+        let mut merge = Layer::default();
+        merge
+            .log_targets
+            .insert("l".into(), t("merge", None, &["-svc1"], &[("b", "2")]));
+        merge_layer(&mut base, &merge);
+        let got = LogTarget::from_value(&base.log_targets["l"]).unwrap();
+        assert_eq!(got.location.as_deref(), Some("http://a/p"));
+        assert_eq!(got.services, ["svc1", "svc2", "-svc1"]);
+        assert!(!got.logs_to("svc1") && got.logs_to("svc2"));
+        assert_eq!(got.labels.len(), 2);
+        let mut replace = Layer::default();
+        replace
+            .log_targets
+            .insert("l".into(), t("replace", Some("(removed)"), &["-all"], &[]));
+        merge_layer(&mut base, &replace);
+        let got = LogTarget::from_value(&base.log_targets["l"]).unwrap();
+        assert_eq!(got.services, ["-all"]);
+        assert!(got.labels.is_empty());
     }
 
     #[test]
