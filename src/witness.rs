@@ -19,13 +19,21 @@
 //!
 //! The witness's service is `startup: disabled`, so the sentinel container's `replan`
 //! never starts it behind the charm's back; the charm starts and stops it explicitly.
+//!
+//! Its Pebble check [`WITNESS_CHECK`] (`sentinel-witness-up`) is the unit sentinel's probe
+//! on port 26380 ([`crate::workload::server_check`], so TLS wraps it like the others), also
+//! `startup: disabled`: started right after the service and stopped right before it (a
+//! witness stopped on purpose is not a failing check), and started on a running witness
+//! whose plan predates it. Its failures and recoveries arrive as the sentinel container's
+//! `pebble-check-failed` / `-recovered` and are reported like `sentinel-up`
+//! ([`crate::health`]).
 
 use std::collections::BTreeMap;
 
 use crate::charm::{own_address, RedisK8sCharm, Topology};
 use crate::literals::*;
 use crate::ops::framework::{Framework, HandlerError};
-use crate::ops::pebble::{Layer, Pebble, PebbleError, ServiceAction};
+use crate::ops::pebble::{Check, CheckAction, Layer, Pebble, PebbleError, ServiceAction};
 use crate::primary::SentinelView;
 use crate::redis_client::{value_to_string, RedisConn};
 use crate::sentinel::{sentinel_id, KnownPeers, KnownSentinel, Sentinel};
@@ -40,15 +48,26 @@ pub const WITNESS_CONFIG_PATH: &str = "/etc/redis-server/sentinel-witness.conf";
 pub const KEY_WITNESS: &str = "witness";
 /// Only this many planned units get a witness.
 pub const WITNESS_UNITS: usize = 2;
+/// The witness's Pebble check (in the sentinel container, next to `sentinel-up`).
+pub const WITNESS_CHECK: &str = "sentinel-witness-up";
 
 /// The witness's run id: stable for the app in its model, whichever unit runs it.
 pub fn witness_id(model: &str, app: &str) -> String {
     sentinel_id(model, &format!("{app}/witness"))
 }
 
-/// The witness's layer: one service, `startup: disabled` (started explicitly, see the
-/// module doc). No secrets: the command names the config file only.
-pub fn witness_layer() -> Layer {
+/// The witness's check on `host` (the unit's own address, where it listens): the probe
+/// every server here gets, `startup: disabled` (see the module doc).
+pub fn witness_check(host: &str) -> Check {
+    Check {
+        startup: Some("disabled".into()),
+        ..crate::workload::server_check(host, WITNESS_PORT)
+    }
+}
+
+/// The witness's layer: one service and its check, both `startup: disabled` (started
+/// explicitly, see the module doc). No secrets: the command names the config file only.
+pub fn witness_layer(host: &str) -> Layer {
     let mut layer = crate::workload::redis_user_layer(
         WITNESS_SERVICE,
         "Sentinel witness",
@@ -58,12 +77,15 @@ pub fn witness_layer() -> Layer {
         s.startup = Some("disabled".into());
     }
     layer
+        .checks
+        .insert(WITNESS_CHECK.into(), witness_check(host));
+    layer
 }
 
 /// [`witness_layer`] with TLS on when `tls` is given ([`crate::tls`]): the service carries
 /// the certificate fingerprint and its checks speak TLS.
-pub fn witness_layer_tls(tls: Option<&crate::tls::TlsMaterial>) -> Layer {
-    let mut layer = witness_layer();
+pub fn witness_layer_tls(host: &str, tls: Option<&crate::tls::TlsMaterial>) -> Layer {
+    let mut layer = witness_layer(host);
     if let Some(s) = layer.services.get_mut(WITNESS_SERVICE) {
         crate::tls::mark_service(s, tls);
     }
@@ -77,8 +99,12 @@ pub fn witness_layer_tls(tls: Option<&crate::tls::TlsMaterial>) -> Layer {
 
 /// A running witness whose service predates a TLS change (on/off, a new certificate) still
 /// listens the old way: stopped here, so the decision below starts it with a fresh config.
-fn stop_if_tls_changed(pebble: &dyn Pebble, tls: Option<&crate::tls::TlsMaterial>) -> bool {
-    let want = witness_layer_tls(tls);
+fn stop_if_tls_changed(
+    pebble: &dyn Pebble,
+    host: &str,
+    tls: Option<&crate::tls::TlsMaterial>,
+) -> bool {
+    let want = witness_layer_tls(host, tls);
     let stale = pebble
         .get_plan()
         .is_ok_and(|plan| plan.services.get(WITNESS_SERVICE) != want.services.get(WITNESS_SERVICE));
@@ -220,7 +246,8 @@ pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<(),
             return Ok(());
         }
     };
-    let running = running && !stop_if_tls_changed(&*pebble, cfg.tls.as_ref());
+    let host = own_address(&topo);
+    let running = running && !stop_if_tls_changed(&*pebble, &host, cfg.tls.as_ref());
     let planned_units = fw.model().planned_units()?;
     if planned_units != WITNESS_UNITS && !running {
         // The common case (one unit, three or more): nothing to ask, nothing to record.
@@ -241,6 +268,7 @@ pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<(),
     let now_running = match action {
         Action::Keep => {
             if running {
+                ensure_check(&*pebble, &host, cfg.tls.as_ref());
                 // It owns its config file: config changes reach it only at runtime.
                 crate::sentinel::keep_runtime_settings_on(
                     fw,
@@ -283,7 +311,7 @@ pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<(),
                 quorum,
                 peers,
             )?;
-            match start(&*pebble, &conf, cfg.tls.as_ref()) {
+            match start(&*pebble, &conf, &host, cfg.tls.as_ref()) {
                 Ok(()) => {
                     tracing::info!(%primary, "started the witness sentinel");
                     true
@@ -306,21 +334,65 @@ pub fn converge(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<(),
     Ok(())
 }
 
-/// Push the config, add the layer, start the service.
+/// Push the config, add the layer, start the service, then its check.
 fn start(
     pebble: &dyn Pebble,
     conf: &str,
+    host: &str,
     tls: Option<&crate::tls::TlsMaterial>,
 ) -> Result<(), PebbleError> {
     crate::sentinel::write_config(pebble, WITNESS_CONFIG_PATH, conf)?;
     crate::sentinel::push_notify_script(pebble)?;
-    pebble.add_layer(WITNESS_SERVICE, &witness_layer_tls(tls), true)?;
+    pebble.add_layer(WITNESS_SERVICE, &witness_layer_tls(host, tls), true)?;
     pebble.service_action_and_wait(ServiceAction::Start, &[WITNESS_SERVICE], REPLAN_TIMEOUT)?;
+    start_check(pebble);
     Ok(())
 }
 
-/// Stop the service and remove its config (a later start renders a fresh one).
+/// Start the witness's check. Best effort: a check that cannot be started leaves the
+/// witness itself running (the next hook tries again, see [`ensure_check`]).
+fn start_check(pebble: &dyn Pebble) {
+    if let Err(e) = pebble.check_action(CheckAction::Start, &[WITNESS_CHECK]) {
+        tracing::warn!(error = %e, "could not start the witness's check");
+    }
+}
+
+/// A running witness has its check in the plan, as wanted, and started: a witness started
+/// by an earlier charm version had none, and a changed check (TLS on or off) is put back.
+/// Costs one plan and one checks query, in two-unit deployments only.
+fn ensure_check(pebble: &dyn Pebble, host: &str, tls: Option<&crate::tls::TlsMaterial>) {
+    let want = witness_layer_tls(host, tls);
+    let planned = pebble
+        .get_plan()
+        .is_ok_and(|plan| plan.checks.get(WITNESS_CHECK) == want.checks.get(WITNESS_CHECK));
+    if !planned {
+        // The service definition is the running one (a TLS change stopped it above), so
+        // this only adds or replaces the check.
+        if let Err(e) = pebble.add_layer(WITNESS_SERVICE, &want, true) {
+            tracing::warn!(error = %e, "could not add the witness's check");
+            return;
+        }
+        tracing::info!("added the witness's check");
+    }
+    let inactive = match pebble.checks(None, &[WITNESS_CHECK]) {
+        Ok(checks) => checks.iter().all(|c| c.status == "inactive"),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list the witness's check");
+            return;
+        }
+    };
+    if inactive {
+        start_check(pebble);
+    }
+}
+
+/// Stop the check (a stopped witness is not a failure), then the service, and remove its
+/// config (a later start renders a fresh one).
 fn stop(pebble: &dyn Pebble) -> Result<(), PebbleError> {
+    if let Err(e) = pebble.check_action(CheckAction::Stop, &[WITNESS_CHECK]) {
+        // A witness started by an earlier charm version has no check: nothing to stop.
+        tracing::debug!(error = %e, "witness check not stopped");
+    }
     pebble.service_action_and_wait(ServiceAction::Stop, &[WITNESS_SERVICE], REPLAN_TIMEOUT)?;
     match pebble.remove_path(WITNESS_CONFIG_PATH, false) {
         Err(e) if !e.is_not_found() => Err(e),
@@ -478,12 +550,24 @@ mod tests {
 
     #[test]
     fn the_layer_is_disabled_and_names_only_the_file() {
-        let l = witness_layer();
+        let l = witness_layer("10.1.2.3");
         let s = &l.services[WITNESS_SERVICE];
         assert_eq!(s.startup.as_deref(), Some("disabled"));
         assert_eq!(
             s.command.as_deref(),
             Some("redis-server /etc/redis-server/sentinel-witness.conf --sentinel")
         );
+        // The check: the same probe as sentinel-up, on the witness's port, started and
+        // stopped with the service.
+        let c = &l.checks[WITNESS_CHECK];
+        assert_eq!(c.startup.as_deref(), Some("disabled"));
+        let unit = crate::workload::server_check("10.1.2.3", WITNESS_PORT);
+        assert_eq!(c.level, unit.level);
+        assert_eq!(c.exec, unit.exec);
+        assert_eq!(
+            c.exec.as_ref().map(|e| e.command.as_str()),
+            Some("redis-cli -h 10.1.2.3 -p 26380 QUIT")
+        );
+        assert_eq!(l.checks.len(), 1);
     }
 }

@@ -421,3 +421,91 @@ fn sentinel_and_replication_views_from_real_processes() {
         Some("primary, no replica online")
     );
 }
+
+/// The two-unit witness's check (`sentinel-witness-up`): a running witness whose plan
+/// predates it gets it (started), its failure is named in the status like the others and
+/// its recovery clears it, and it is stopped with the witness (after a scale-up), so a
+/// witness stopped on purpose never reads as a failing check.
+#[test]
+fn the_witness_check_is_added_reported_and_stopped_with_the_witness() {
+    use redis_k8s::ops::pebble::ServiceAction;
+    use redis_k8s::witness::{witness_layer, WITNESS_CHECK, WITNESS_CONFIG_PATH, WITNESS_SERVICE};
+    let w = world(2);
+    let pebble0 = containers();
+    let _s0 = deployed(&w, &pebble0);
+    let pebble1 = containers();
+    let mut s1 = scenario(&w, U1, &pebble1);
+    run(&mut s1, "redis-pebble-ready");
+    run(&mut s1, "sentinel-pebble-ready");
+    // A witness started by the previous charm version: its layer has no check.
+    let sent = pebble1.get("sentinel");
+    let mut old = witness_layer("127.0.0.1");
+    old.checks.clear();
+    sent.add_layer(WITNESS_SERVICE, &old, true).unwrap();
+    sent.seed_file(WITNESS_CONFIG_PATH, b"port 26380\n");
+    sent.service_action(ServiceAction::Start, &[WITNESS_SERVICE])
+        .unwrap();
+    sent.set_service_state(WITNESS_SERVICE, "active");
+    set_bag(&w, U1, &[("witness", "running")]);
+    let witness_check = |p: &MemoryPebble| {
+        let c = p.checks(None, &[WITNESS_CHECK]).unwrap();
+        c.first().map(|c| c.status.clone())
+    };
+    assert_eq!(witness_check(&sent), None);
+
+    run(&mut s1, "update-status");
+    assert_eq!(
+        witness_check(&sent).as_deref(),
+        Some("up"),
+        "added and started"
+    );
+    let probe = sent.plan().checks[WITNESS_CHECK]
+        .exec
+        .as_ref()
+        .unwrap()
+        .command
+        .clone();
+    assert!(
+        probe.starts_with("redis-cli -h ") && probe.ends_with(" -p 26380 QUIT"),
+        "{probe}"
+    );
+    assert_eq!(
+        sent.service_state(WITNESS_SERVICE).as_deref(),
+        Some("active"),
+        "the witness kept running"
+    );
+    let before = status(&w, U1);
+    assert!(!before.message.contains("failing"), "{before:?}");
+
+    // It fails: named at once, and update-status keeps saying so.
+    sent.set_check_status(WITNESS_CHECK, "down");
+    assert!(check_hook(&mut s1, "sentinel", "failed", WITNESS_CHECK));
+    assert_eq!(
+        status(&w, U1),
+        StatusValue::waiting("sentinel check failing: sentinel-witness-up")
+    );
+    run(&mut s1, "update-status");
+    assert_eq!(
+        status(&w, U1).message,
+        "sentinel check failing: sentinel-witness-up"
+    );
+    // A down check is running: it is not restarted behind Pebble's back.
+    assert_eq!(witness_check(&sent).as_deref(), Some("down"));
+
+    // It recovers: the status is the normal one again.
+    sent.set_check_status(WITNESS_CHECK, "up");
+    assert!(check_hook(&mut s1, "sentinel", "recovered", WITNESS_CHECK));
+    let after = status(&w, U1);
+    assert!(!after.message.contains("check failing"), "{after:?}");
+    assert_ne!(after.status, StatusName::Blocked, "{after:?}");
+
+    // A third unit: the witness goes, and its check with it.
+    w.lock().unwrap().add_unit(APP).unwrap();
+    run(&mut s1, "update-status");
+    assert_ne!(
+        sent.service_state(WITNESS_SERVICE).as_deref(),
+        Some("active")
+    );
+    assert_eq!(witness_check(&sent).as_deref(), Some("inactive"));
+    assert!(!status(&w, U1).message.contains("failing"));
+}

@@ -16,7 +16,7 @@ use redis_k8s::ops::testing::harness::Scenario;
 use redis_k8s::ops::testing::pebble::{MemoryPebble, MemoryPebbleProvider};
 use redis_k8s::ops::testing::world::{CharmMeta, HookInfo, World};
 use redis_k8s::sentinel::sentinel_id;
-use redis_k8s::witness::{witness_id, WITNESS_CONFIG_PATH, WITNESS_SERVICE};
+use redis_k8s::witness::{witness_id, WITNESS_CHECK, WITNESS_CONFIG_PATH, WITNESS_SERVICE};
 
 const APP: &str = "redis-k8s";
 const U0: &str = "redis-k8s/0";
@@ -80,6 +80,14 @@ fn admin_password(w: &Arc<Mutex<World>>) -> String {
 
 fn witness_planned(p: &MemoryPebble) -> bool {
     p.plan().services.contains_key(WITNESS_SERVICE)
+}
+
+/// The witness check's status in `p` (`up`, `down`, `inactive`); panics when not planned.
+fn check_status(p: &MemoryPebble) -> String {
+    use redis_k8s::ops::pebble::Pebble;
+    let checks = p.checks(None, &[WITNESS_CHECK]).expect("checks");
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    checks[0].status.clone()
 }
 
 struct Proc(std::process::Child);
@@ -256,6 +264,23 @@ fn a_two_unit_replica_runs_the_witness_once_the_primary_side_says_stopped() {
         bag(&w, U1).get("witness").map(String::as_str),
         Some("running")
     );
+    // Its check probes it on its own port (the unit sentinel's probe, next port), started
+    // with it.
+    let check = &plan.checks[WITNESS_CHECK];
+    let unit_probe = plan.checks["sentinel-up"]
+        .exec
+        .as_ref()
+        .unwrap()
+        .command
+        .clone();
+    assert!(unit_probe.ends_with(" -p 26379 QUIT"), "{unit_probe}");
+    assert_eq!(
+        check.exec.as_ref().map(|e| e.command.clone()),
+        Some(unit_probe.replace(" -p 26379 ", " -p 26380 "))
+    );
+    assert_eq!(check.level.as_deref(), Some("ready"));
+    assert_eq!(check.startup.as_deref(), Some("disabled"));
+    assert_eq!(check_status(&sent1), "up");
 
     // Another hook keeps it as it is.
     run(&mut s1, "update-status");
@@ -291,14 +316,20 @@ fn three_units_have_no_witness() {
 /// removes its config and records `witness: stopped`.
 #[test]
 fn a_running_witness_is_stopped_after_a_scale_up() {
-    use redis_k8s::ops::pebble::{Pebble, ServiceAction};
+    use redis_k8s::ops::pebble::{CheckAction, Pebble, ServiceAction};
     let w = world(3);
     let p0 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s0 = Scenario::new(w.clone(), U0, repo(), &p0);
     run(&mut s0, "leader-elected");
     let p1 = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let sent = p1.get("sentinel");
-    sent.add_layer(WITNESS_SERVICE, &redis_k8s::witness::witness_layer(), true)
+    sent.add_layer(
+        WITNESS_SERVICE,
+        &redis_k8s::witness::witness_layer("127.0.0.1"),
+        true,
+    )
+    .unwrap();
+    sent.check_action(CheckAction::Start, &[WITNESS_CHECK])
         .unwrap();
     sent.seed_file(WITNESS_CONFIG_PATH, b"port 26380\n");
     sent.service_action(ServiceAction::Start, &[WITNESS_SERVICE])
@@ -316,4 +347,6 @@ fn a_running_witness_is_stopped_after_a_scale_up() {
         bag(&w, U1).get("witness").map(String::as_str),
         Some("stopped")
     );
+    // Its check is stopped with it: a witness stopped on purpose is no failing check.
+    assert_eq!(check_status(&sent), "inactive");
 }
