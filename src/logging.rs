@@ -49,9 +49,9 @@
 //!
 //! # Events
 //! `logging` relation-joined/changed/departed/broken and upgrade-charm converge both
-//! containers; `<container>-pebble-ready` converges that container. A container whose Pebble
-//! does not answer defers the event when there is something to do there (an endpoint to add,
-//! or a relation event that may have removed one).
+//! containers; `<container>-pebble-ready` converges that container. Outside `logging` events,
+//! with no Loki endpoint, nothing is asked of Pebble (a charm without the relation pays one
+//! `relation-ids`). A container whose Pebble does not answer, or refuses, defers the event.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -303,10 +303,13 @@ pub fn on_event(
         None => vec![REDIS_CONTAINER, SENTINEL_CONTAINER],
     };
     let endpoints = endpoints(fw)?;
-    // A relation event may have removed a target that is still in a plan; otherwise an
-    // unreachable container with no endpoint has nothing to switch off (a restarted one
-    // comes back with an empty plan).
+    // A relation event may have removed a target that is still in a plan; otherwise, with
+    // no endpoint there is nothing to switch off (a restarted container comes back with an
+    // empty plan), so an unrelated charm pays no Pebble call here.
     let must_reach = !endpoints.is_empty() || ev.relation_name() == Some(LOGGING_RELATION);
+    if !must_reach {
+        return Ok(());
+    }
     let labels = topology_labels(fw.ctx);
     let mut defer = false;
     for c in containers {
@@ -315,11 +318,11 @@ pub fn on_event(
             Ok(_) => {}
             Err(e) if e.is_connection() => {
                 tracing::info!(container = c, error = %e, "Pebble not reachable for log forwarding");
-                defer |= must_reach;
+                defer = true;
             }
             Err(e) => {
                 tracing::warn!(container = c, error = %e, "could not update log forwarding");
-                defer |= must_reach;
+                defer = true;
             }
         }
     }
