@@ -168,6 +168,26 @@ fn every_loki_unit_is_a_target_in_both_containers_and_the_redis_log_is_tailed() 
             "{c}: {calls:?}"
         );
     }
+
+    // A Loki unit moves: its target follows, the other stays, the tail keeps running.
+    let moved = "http://10.1.2.3:3100/loki/api/v1/push";
+    publish(&w, rel, "loki/0", &endpoint(moved));
+    run_hook(&mut s, logging_hook("changed", rel, Some("loki/0")));
+    for c in ["redis", "sentinel"] {
+        assert_eq!(
+            targets(&pebble, c),
+            BTreeMap::from([
+                ("loki/0".to_string(), enabled(moved, &l)),
+                ("loki/1".to_string(), enabled(URL1, &l)),
+            ]),
+            "{c}"
+        );
+    }
+    assert!(!pebble
+        .get("redis")
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("stop")));
 }
 
 /// A departed Loki unit's target is switched off in place (Pebble cannot delete it); when the
