@@ -791,6 +791,11 @@ impl World {
         Ok(())
     }
 
+    /// The path registered for a `type: file` resource ([`World::set_resource`]).
+    pub fn resource(&self, app: &str, name: &str) -> Option<PathBuf> {
+        self.apps.get(app)?.resources.get(name).cloned()
+    }
+
     fn find_secret(&self, id_or_label: &str) -> Option<&SecretState> {
         self.secrets.get(&bare_secret_id(id_or_label)).or_else(|| {
             self.secrets

@@ -25,7 +25,7 @@ use super::hook::{
 };
 use super::layout::{render_hosts, write_in_place, ModelDir};
 use super::proto::{ActionOutcome, Reply, Request};
-use super::status::{redis_role, AppLine, RelationLine, Snapshot, UnitLine};
+use super::status::{redis_role, redis_role_tls, AppLine, RelationLine, Snapshot, UnitLine};
 use super::unit::{Step, UnitRt};
 use crate::ops::testing::world::{ActionInvocation, CharmMeta, HookInfo, Session, World};
 
@@ -1737,6 +1737,16 @@ impl Daemon {
     }
 
     /// The admin password of a Redis app, from the peer app bag or an app-owned secret.
+    /// The CA of an app with `enable-tls=true` (its `ca-cert-file` resource), to ask its
+    /// TLS-only servers their role.
+    fn tls_ca(&self, app: &str) -> Option<Vec<u8>> {
+        let w = self.world();
+        if w.config(app).get("enable-tls") != Some(&Value::Bool(true)) {
+            return None;
+        }
+        std::fs::read(w.resource(app, crate::tls::CA_RESOURCE)?).ok()
+    }
+
     fn redis_password(&self, app: &str) -> Option<String> {
         let w = self.world();
         for r in w.relations_of(app).into_iter().filter(|r| r.peer) {
@@ -1835,7 +1845,10 @@ impl Daemon {
                 .is_some_and(|c| c.containers.iter().any(|c| c.name == "redis"));
             let role = if probe && has_redis {
                 let pw = self.redis_password(&rt.app);
-                redis_role(&rt.address, 6379, pw.as_deref())
+                match self.tls_ca(&rt.app) {
+                    Some(ca) => redis_role_tls(&rt.address, 6379, pw.as_deref(), ca),
+                    None => redis_role(&rt.address, 6379, pw.as_deref()),
+                }
             } else {
                 String::new()
             };

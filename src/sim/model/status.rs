@@ -190,6 +190,41 @@ pub fn redis_role(addr: &str, port: u16, password: Option<&str>) -> String {
     parse_role_replies(&String::from_utf8_lossy(&buf), password.is_some())
 }
 
+/// [`redis_role`] for a server that speaks only TLS (an app with `enable-tls`), verified
+/// against the app's CA (`ca_pem`, its `ca-cert-file` resource) as the charm does.
+pub fn redis_role_tls(addr: &str, port: u16, password: Option<&str>, ca_pem: Vec<u8>) -> String {
+    let _tls = crate::redis_client::use_tls(Some(crate::tls::ClientTls { ca_pem }));
+    let timeout = Duration::from_millis(500);
+    let mut conn =
+        match crate::redis_client::RedisConn::connect_with_timeout(addr, port, password, timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                let text = e.to_string();
+                return if text.contains("WRONGPASS") || text.contains("NOAUTH") {
+                    "auth?".into()
+                } else {
+                    String::new()
+                };
+            }
+        };
+    match conn.command(&["ROLE"]) {
+        Ok(redis::Value::Array(items)) => {
+            match items
+                .first()
+                .map(crate::redis_client::value_to_string)
+                .as_deref()
+            {
+                Some("master") => "primary".into(),
+                Some("slave") => "replica".into(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            }
+        }
+        Ok(_) => String::new(),
+        Err(_) => "auth?".into(),
+    }
+}
+
 fn parse_role_replies(text: &str, authed: bool) -> String {
     let mut lines = text.split("\r\n");
     if authed {

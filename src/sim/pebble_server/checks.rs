@@ -291,28 +291,39 @@ async fn run_inner(shared: &Arc<Shared>, cfg: &Check) -> Result<(), String> {
         return http_get(&http.url, &http.headers).await;
     }
     if let Some(exec) = &cfg.exec {
-        let argv = services::shell_words(&exec.command)?;
-        let mut env = shared.cfg.env.clone();
+        // As Pebble runs it: in the container (the services' mount namespace, so paths such
+        // as a CA file pushed into the container resolve) as the check's user and group, with
+        // the service context's environment, user, group and working directory as defaults.
+        let mut svc = crate::ops::pebble::Service {
+            command: Some(exec.command.clone()),
+            user: exec.user.clone(),
+            group: exec.group.clone(),
+            working_dir: exec.working_dir.clone(),
+            ..Default::default()
+        };
         if let Some(ctx) = &exec.service_context {
             if let Some(s) = shared.lock().plan.services.get(ctx) {
-                env.extend(s.environment.clone());
+                svc.environment.extend(s.environment.clone());
+                if svc.user.is_none() && svc.user_id.is_none() {
+                    svc.user = s.user.clone();
+                    svc.user_id = s.user_id;
+                }
+                if svc.group.is_none() && svc.group_id.is_none() {
+                    svc.group = s.group.clone();
+                    svc.group_id = s.group_id;
+                }
+                if svc.working_dir.is_none() {
+                    svc.working_dir = s.working_dir.clone();
+                }
             }
         }
-        env.extend(exec.environment.clone());
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .envs(&env)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
+        svc.environment.extend(exec.environment.clone());
+        let mut cmd = services::build_command(shared, "check", &svc)?;
+        cmd.kill_on_drop(true);
         let out = cmd
             .output()
             .await
-            .map_err(|e| format!("cannot run {:?}: {e}", argv[0]))?;
+            .map_err(|e| format!("cannot run {:?}: {e}", exec.command))?;
         if out.status.success() {
             return Ok(());
         }

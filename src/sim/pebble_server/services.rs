@@ -223,8 +223,8 @@ fn prepare_bind_dir(root: &Path, dir: &str) -> std::io::Result<PathBuf> {
     Ok(inside)
 }
 
-/// Build the command line for one service, per the daemon's privileges.
-fn build_command(
+/// Build the command line for one service (or an exec check), per the daemon's privileges.
+pub(super) fn build_command(
     shared: &Shared,
     name: &str,
     cfg: &Service,

@@ -1,0 +1,232 @@
+//! End to end on the local model: three units with `enable-tls=true` and the three file
+//! resources (certificates made here with the `openssl` CLI). Redis and Sentinel speak TLS
+//! only (a plain client gets nothing on 6379), replication and the sentinels work over TLS,
+//! the exporter scrapes over TLS (`redis_up 1`), and killing the primary's pod fails over
+//! over TLS with `leader-host` following.
+//!
+//! The server certificate names only `*.redis-k8s-endpoints.<model>.svc.cluster.local`, no
+//! IP address: the charm's own connections (to pod IPs) must verify the chain without the
+//! name, and the exporter (which checks names) scrapes the unit's FQDN.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{eventually, Model, APP, CHARM_BIN};
+
+const SUBNET: &str = "127.0.71";
+
+/// A CA and a server certificate for `*.<app>-endpoints.<model>.svc.cluster.local`.
+pub fn make_certs(dir: &Path, model: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "redis.key",
+        "-out",
+        "redis.csr",
+        "-subj",
+        "/CN=redis",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        format!("subjectAltName=DNS:*.{APP}-endpoints.{model}.svc.cluster.local\n"),
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "redis.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "redis.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("redis.crt"),
+        dir.join("redis.key"),
+        dir.join("ca.crt"),
+    )
+}
+
+/// `redis-cli --tls` against `addr:port`; the password through `REDISCLI_AUTH`, never argv.
+fn tls_cli(ca: &Path, addr: &str, port: u16, pw: &str, cmd: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(ca)
+        .args(["-h", addr, "-p", &port.to_string(), "--no-auth-warning"])
+        .args(cmd)
+        .env("REDISCLI_AUTH", pw)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !text.is_empty() && !text.starts_with("ERR")).then_some(text)
+}
+
+fn metrics(addr: &str) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect((addr, 9121)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+#[test]
+fn three_units_speak_only_tls_and_fail_over_over_tls() {
+    let m = Model::new("tlsm").with_subnet(SUBNET);
+    let certs = m.scratch().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let (crt, key, ca) = make_certs(&certs, &m.name);
+    m.ok(&[
+        "deploy",
+        common::ROOT,
+        "-n",
+        "3",
+        "--dispatch",
+        CHARM_BIN,
+        "--subnet",
+        SUBNET,
+        "--update-status-interval",
+        "3600",
+        "--config",
+        "enable-tls=true",
+        "--resource",
+        &format!("cert-file={}", crt.display()),
+        "--resource",
+        &format!("key-file={}", key.display()),
+        "--resource",
+        &format!("ca-cert-file={}", ca.display()),
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    let (primary, paddr) = m.wait_roles(2, None, 60);
+    let pw = m.password();
+    let spw = m.sentinel_password();
+
+    // Plain TCP gets no answer on either port; TLS with the CA does.
+    for n in 0..3 {
+        let addr = m.addr(n);
+        assert!(
+            common::redis(&addr, 6379, Some(&pw), &[&["PING"]]).is_none(),
+            "plain Redis answered on {addr}"
+        );
+        assert!(
+            common::redis(&addr, 26379, Some(&spw), &[&["PING"]]).is_none(),
+            "plain Sentinel answered on {addr}"
+        );
+        assert_eq!(
+            tls_cli(&ca, &addr, 6379, &pw, &["PING"]).as_deref(),
+            Some("PONG")
+        );
+    }
+
+    // A write on the primary reaches both replicas (replication over TLS).
+    assert_eq!(
+        tls_cli(&ca, &paddr, 6379, &pw, &["SET", "tls-key", "over-tls"]).as_deref(),
+        Some("OK")
+    );
+    let replicas: Vec<String> = m
+        .roles()
+        .into_iter()
+        .filter(|r| r.2 == "replica")
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(replicas.len(), 2);
+    for r in &replicas {
+        eventually(&format!("the key on replica {r}"), 15, || {
+            tls_cli(&ca, r, 6379, &pw, &["GET", "tls-key"]).as_deref() == Some("over-tls")
+        });
+    }
+
+    // Every sentinel (over TLS) names the primary, and sees the two others.
+    let pfqdn = m.fqdn(primary.rsplit('/').next().unwrap().parse().unwrap());
+    for n in 0..3 {
+        let addr = m.addr(n);
+        eventually(&format!("sentinel {addr} agrees"), 20, || {
+            let master = tls_cli(
+                &ca,
+                &addr,
+                26379,
+                &spw,
+                &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", APP],
+            );
+            let others = tls_cli(&ca, &addr, 26379, &spw, &["SENTINEL", "SENTINELS", APP]);
+            master.is_some_and(|t| t.lines().next() == Some(pfqdn.as_str()))
+                && others.is_some_and(|t| t.matches("name").count() == 2)
+        });
+    }
+
+    // The exporter scrapes over TLS.
+    eventually("redis_up 1 on the primary's exporter", 20, || {
+        metrics(&paddr).lines().any(|l| l == "redis_up 1")
+    });
+
+    // Kill the primary's pod (unit 0: also the leader): a replica takes over, over TLS;
+    // once the pod is back, the leader records the new primary as `leader-host` and the old
+    // primary rejoins as a replica, over TLS.
+    m.ok(&["kill-pod", &primary, "--down-for", "5"]);
+    let (newp, naddr) = m.wait_roles(1, Some(&primary), 60);
+    let nfqdn = m.fqdn(newp.rsplit('/').next().unwrap().parse().unwrap());
+    assert_eq!(
+        tls_cli(&ca, &naddr, 6379, &pw, &["GET", "tls-key"]).as_deref(),
+        Some("over-tls")
+    );
+    let role = tls_cli(&ca, &naddr, 6379, &pw, &["ROLE"]).unwrap_or_default();
+    assert!(role.starts_with("master"), "{role}");
+    m.wait_roles(2, Some(&primary), 60);
+    eventually("leader-host names the new primary", 30, || {
+        m.leader_host(&primary, "redis-peers") == nfqdn
+    });
+    assert_eq!(
+        tls_cli(&ca, &paddr, 6379, &pw, &["GET", "tls-key"]).as_deref(),
+        Some("over-tls"),
+        "the old primary has the data back as a replica"
+    );
+}
