@@ -25,6 +25,7 @@ use super::hook::{
 };
 use super::layout::{render_hosts, write_in_place, ModelDir};
 use super::proto::{ActionOutcome, Reply, Request};
+use super::replication::CatchUp;
 use super::status::{redis_role, redis_role_tls, AppLine, RelationLine, Snapshot, UnitLine};
 use super::unit::{Step, UnitRt};
 use crate::ops::testing::world::{ActionInvocation, CharmMeta, HookInfo, Session, World};
@@ -1202,10 +1203,11 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         let mut last_report = Instant::now();
         let mut quiet_since: Option<Instant> = None;
+        let mut catch_up = CatchUp::default();
         loop {
             let units = self.all_units();
             let busy = self.busy.load(Ordering::SeqCst);
-            let unsettled: Vec<String> = units
+            let mut unsettled: Vec<String> = units
                 .iter()
                 .filter(|u| !u.idle())
                 .map(|u| {
@@ -1218,6 +1220,10 @@ impl Daemon {
                     }
                 })
                 .collect();
+            if unsettled.is_empty() && busy == 0 {
+                // Hooks idle: then the data must be replicated too (see `replication`).
+                unsettled = self.replication_lagging(&units, &mut catch_up);
+            }
             if unsettled.is_empty() && busy == 0 {
                 // Idle for a moment: a just-finished hook may have queued more on others.
                 let since = *quiet_since.get_or_insert_with(Instant::now);
@@ -1244,6 +1250,29 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Why the Redis applications' replication is not settled yet ([`CatchUp::lagging`]),
+    /// asking the units of every application with a `redis` container.
+    fn replication_lagging(&self, units: &[Arc<UnitRt>], catch_up: &mut CatchUp) -> Vec<String> {
+        let mut by_app: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+        for rt in units {
+            let has_redis = self
+                .charm_of(&rt.app)
+                .is_some_and(|c| c.containers.iter().any(|c| c.name == "redis"));
+            if has_redis {
+                by_app
+                    .entry(rt.app.as_str())
+                    .or_default()
+                    .push((rt.name.clone(), rt.address.clone()));
+            }
+        }
+        by_app
+            .into_iter()
+            .flat_map(|(app, members)| {
+                catch_up.lagging(&members, self.redis_password(app).as_deref())
+            })
+            .collect()
     }
 
     /// What `juju show-unit` shows: leadership, address, status and, per relation, the

@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod hook;
 pub mod layout;
 pub mod proto;
+pub mod replication;
 pub mod status;
 pub mod unit;
 mod world_ext;
