@@ -168,3 +168,88 @@ fn two_units_fail_over_with_the_witness() {
     assert_eq!(back, primary);
     assert!(Sentinel::in_majority(&paddr, &spw, APP).unwrap_or(false));
 }
+
+/// Scale-down from two units to one, in the harder order: unit 1 (the one removed) is the
+/// primary, so the survivor runs the witness. The removed unit hands the primary role over
+/// as it stops, the survivor stops its witness, and its sentinel forgets both the removed
+/// unit's sentinel and the witness: no other sentinel counted, quorum 1, nothing listening
+/// on the witness's port, the data still there. (Kept short: a fresh model, default
+/// down-after.)
+#[test]
+fn scaling_two_units_to_one_forgets_the_witness() {
+    const MODEL: &str = "twoscale";
+    const SUBNET: &str = "127.0.78";
+    let t0 = std::time::Instant::now();
+    let m = Model::new(MODEL).with_subnet(SUBNET);
+    m.ok(&[
+        "deploy",
+        common::ROOT,
+        "-n",
+        "2",
+        "--dispatch",
+        CHARM_BIN,
+        "--subnet",
+        SUBNET,
+        "--update-status-interval",
+        "5",
+        "--wait",
+        "--timeout",
+        "180",
+    ]);
+    let (primary, _) = m.wait_roles(1, None, 60);
+    let pw = m.password();
+    let spw = m.sentinel_password();
+    // Unit 1 primary, unit 0 (the survivor) the replica with the witness.
+    if primary != "redis-k8s/1" {
+        m.ok(&["run", "redis-k8s/0", "switchover", "unit=redis-k8s/1"]);
+    }
+    let (primary, paddr) = m.wait_roles(1, None, 60);
+    assert_eq!(primary, "redis-k8s/1");
+    let (_, raddr, _) = m
+        .roles()
+        .into_iter()
+        .find(|r| r.2 == "replica")
+        .expect("a replica");
+    eventually(
+        "the witness runs on the replica's pod; 3 sentinels",
+        120,
+        || {
+            listens(&raddr, WITNESS_PORT)
+                && master_field(&paddr, 26379, &spw, "num-other-sentinels").as_deref() == Some("2")
+        },
+    );
+    let set = redis(&paddr, 6379, Some(&pw), &[&["SET", "scale-key", "v1"]]).expect("set");
+    assert_eq!(set[0], common::Resp::Simple("OK".into()));
+    eventually("replicated", 20, || get(&raddr, &pw, "scale-key") == "v1");
+    eprintln!(
+        "two→one: two units and the witness after {} ms",
+        t0.elapsed().as_millis()
+    );
+
+    m.ok(&["scale", APP, "1", "--wait", "--timeout", "120"]);
+    let (survivor, saddr) = m.wait_roles(0, None, 60);
+    assert_eq!(survivor, "redis-k8s/0");
+    assert_eq!(saddr, raddr, "the former replica");
+    eprintln!(
+        "two→one: scaled to {survivor} after {} ms",
+        t0.elapsed().as_millis()
+    );
+    eventually(
+        "the survivor's sentinel counts no other sentinel, quorum 1, no witness",
+        60,
+        || {
+            master_field(&saddr, 26379, &spw, "num-other-sentinels").as_deref() == Some("0")
+                && master_field(&saddr, 26379, &spw, "quorum").as_deref() == Some("1")
+                && !listens(&paddr, WITNESS_PORT)
+                && !listens(&raddr, WITNESS_PORT)
+        },
+    );
+    assert_eq!(get(&saddr, &pw, "scale-key"), "v1");
+    // It stays that way (a stale entry would come back from a hello within seconds).
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert_eq!(
+        master_field(&saddr, 26379, &spw, "num-other-sentinels").as_deref(),
+        Some("0")
+    );
+    eprintln!("two→one: clean after {} ms", t0.elapsed().as_millis());
+}
