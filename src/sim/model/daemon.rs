@@ -1267,12 +1267,15 @@ impl Daemon {
                     .push((rt.name.clone(), rt.address.clone()));
             }
         }
-        by_app
-            .into_iter()
-            .flat_map(|(app, members)| {
-                catch_up.lagging(&members, self.redis_password(app).as_deref())
-            })
-            .collect()
+        let mut lagging = Vec::new();
+        for (app, members) in by_app {
+            // With enable-tls the servers speak TLS only: ask them as `status` does.
+            let _tls = self
+                .tls_ca(app)
+                .map(|ca_pem| crate::redis_client::use_tls(Some(crate::tls::ClientTls { ca_pem })));
+            lagging.extend(catch_up.lagging(&members, self.redis_password(app).as_deref()));
+        }
+        lagging
     }
 
     /// What `juju show-unit` shows: leadership, address, status and, per relation, the

@@ -10,9 +10,10 @@
 //! `deploy --wait` and then lost with the primary's pod is gone: what `scripts/demo` once
 //! showed. An operator's "deployed" should mean "replicated".
 //!
-//! What is required, per Redis that answers `INFO replication` (one that does not answer, or
-//! refuses the password, is left to the hooks and their status: a hung or TLS-only server
-//! must not hold `wait` until its timeout):
+//! What is required, per Redis that answers `INFO replication` (asked over TLS with the app's
+//! CA when `enable-tls` is on, as `status` does; one that does not answer, or refuses the
+//! password, is left to the hooks and their status: a hung server must not hold `wait` until
+//! its timeout):
 //! * a replica: `master_link_status:up`;
 //! * a primary: every replica it lists is `state=online` with an acknowledged offset at or past
 //!   the primary's own `master_repl_offset` when this wait first saw that primary (per
