@@ -173,7 +173,8 @@ pub enum Cmd {
         #[arg(long)]
         container: Option<String>,
     },
-    /// Block until every unit is idle and none is in error.
+    /// Block until every unit is idle and none is in error, and every Redis replica has its
+    /// link up and has caught up with its primary ("deployed" means "replicated").
     Wait {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
@@ -197,7 +198,8 @@ pub enum Cmd {
 /// `--wait` and its timeout.
 #[derive(Debug, clap::Args)]
 pub struct WaitArgs {
-    /// Block until the model settles (all queues idle, no unit in error).
+    /// Block until the model settles (all queues idle, no unit in error, and every Redis
+    /// replica in sync with its primary).
     #[arg(long)]
     pub wait: bool,
     /// Seconds to wait with --wait.
