@@ -230,3 +230,68 @@ fn three_units_speak_only_tls_and_fail_over_over_tls() {
         "the old primary has the data back as a replica"
     );
 }
+
+/// Turning TLS on in a running three-unit deployment: every unit restarts its Redis and
+/// Sentinel in its own config-changed (not a rolling restart), the primary keeps its role,
+/// the data survives (AOF), and afterwards everything speaks only TLS. Turning it off again
+/// brings the plain ports back.
+#[test]
+fn turning_tls_on_and_off_in_a_running_deployment_keeps_the_data_and_the_primary() {
+    const NET: &str = "127.0.73";
+    let m = Model::new("tlst").with_subnet(NET);
+    let certs = m.scratch().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let (crt, key, ca) = make_certs(&certs, &m.name);
+    m.ok(&[
+        "deploy",
+        common::ROOT,
+        "-n",
+        "3",
+        "--dispatch",
+        CHARM_BIN,
+        "--subnet",
+        NET,
+        "--update-status-interval",
+        "3600",
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    let (primary, paddr) = m.wait_roles(2, None, 60);
+    let pw = m.password();
+    assert!(common::redis(&paddr, 6379, Some(&pw), &[&["SET", "before", "plain"]]).is_some());
+
+    // Resources first (upgrade-charm changes nothing while TLS is off), then the option.
+    m.ok(&[
+        "attach-resource",
+        APP,
+        &format!("cert-file={}", crt.display()),
+        &format!("key-file={}", key.display()),
+        &format!("ca-cert-file={}", ca.display()),
+        "--wait",
+    ]);
+    assert!(common::redis(&paddr, 6379, Some(&pw), &[&["PING"]]).is_some());
+    m.ok(&["config", APP, "enable-tls=true", "--wait"]);
+    let (p2, p2addr) = m.wait_roles(2, None, 60);
+    assert_eq!(p2, primary, "the primary keeps its role");
+    for n in 0..3 {
+        let addr = m.addr(n);
+        assert!(common::redis(&addr, 6379, Some(&pw), &[&["PING"]]).is_none());
+        eventually(&format!("the data on {addr} over TLS"), 20, || {
+            tls_cli(&ca, &addr, 6379, &pw, &["GET", "before"]).as_deref() == Some("plain")
+        });
+    }
+    assert_eq!(
+        tls_cli(&ca, &p2addr, 6379, &pw, &["SET", "after", "tls"]).as_deref(),
+        Some("OK")
+    );
+
+    m.ok(&["config", APP, "enable-tls=false", "--wait"]);
+    m.wait_roles(2, None, 60);
+    for n in 0..3 {
+        let addr = m.addr(n);
+        eventually(&format!("plain again on {addr}"), 20, || {
+            common::get(&addr, &pw, "after") == "tls"
+        });
+    }
+}
