@@ -295,3 +295,68 @@ fn turning_tls_on_and_off_in_a_running_deployment_keeps_the_data_and_the_primary
         });
     }
 }
+
+/// Two units with TLS: the replica's witness sentinel (26380) speaks only TLS and counts the
+/// two other sentinels, and a kill of the primary's pod fails over (the witness votes over
+/// TLS).
+#[test]
+fn two_units_with_tls_fail_over_through_the_witness() {
+    const NET: &str = "127.0.74";
+    let m = Model::new("tlsw").with_subnet(NET);
+    let certs = m.scratch().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let (crt, key, ca) = make_certs(&certs, &m.name);
+    m.ok(&[
+        "deploy",
+        common::ROOT,
+        "-n",
+        "2",
+        "--dispatch",
+        CHARM_BIN,
+        "--subnet",
+        NET,
+        "--update-status-interval",
+        "3600",
+        "--config",
+        "enable-tls=true",
+        "--config",
+        "sentinel-down-after-milliseconds=2000",
+        "--resource",
+        &format!("cert-file={}", crt.display()),
+        "--resource",
+        &format!("key-file={}", key.display()),
+        "--resource",
+        &format!("ca-cert-file={}", ca.display()),
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    let (primary, _) = m.wait_roles(1, None, 60);
+    let raddr = m
+        .roles()
+        .into_iter()
+        .find(|r| r.2 == "replica")
+        .map(|r| r.1)
+        .unwrap();
+    let spw = m.sentinel_password();
+    let witness = redis_k8s::witness::WITNESS_PORT;
+    assert!(common::redis(&raddr, witness, Some(&spw), &[&["PING"]]).is_none());
+    eventually(
+        "the witness counts two other sentinels over TLS",
+        30,
+        || {
+            tls_cli(&ca, &raddr, witness, &spw, &["SENTINEL", "MASTER", APP]).is_some_and(|t| {
+                t.lines()
+                    .collect::<Vec<_>>()
+                    .windows(2)
+                    .any(|w| w[0] == "num-other-sentinels" && w[1] == "2")
+            })
+        },
+    );
+    m.ok(&["kill-pod", &primary, "--down-for", "5"]);
+    eventually("the replica takes over", 60, || {
+        m.roles()
+            .iter()
+            .any(|r| r.2 == "primary" && r.0 != primary && r.1 == raddr)
+    });
+}
