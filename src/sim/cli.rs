@@ -839,6 +839,37 @@ mod tests {
     }
 
     #[test]
+    fn parses_attach_resource_and_deploy_resources() {
+        let cli = Cli::try_parse_from([
+            "juju-local",
+            "attach-resource",
+            "redis-k8s",
+            "cert-file=/tmp/c",
+            "ca-cert-file=/tmp/a",
+            "--wait",
+        ])
+        .unwrap();
+        match cli.command {
+            Cmd::AttachResource {
+                app,
+                resources,
+                wait,
+            } => {
+                assert_eq!(app, "redis-k8s");
+                assert_eq!(resources, ["cert-file=/tmp/c", "ca-cert-file=/tmp/a"]);
+                assert!(wait.wait);
+            }
+            _ => panic!("not attach-resource"),
+        }
+        let cli =
+            Cli::try_parse_from(["juju-local", "deploy", "./c", "--resource", "k=/tmp/k"]).unwrap();
+        match cli.command {
+            Cmd::Deploy { resources, .. } => assert_eq!(resources, ["k=/tmp/k"]),
+            _ => panic!("not deploy"),
+        }
+    }
+
+    #[test]
     fn nests_dotted_results() {
         let r = std::collections::BTreeMap::from([
             ("a.b".to_string(), "1".to_string()),
