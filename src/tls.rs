@@ -25,8 +25,17 @@
 //! [`MARKER_ENV`] (a fingerprint of the certificate and CA, never the key): a toggle or a new
 //! certificate changes the service definition, and the usual "service differs from the plan"
 //! path re-renders and replans. Each unit does so in its own config-changed (or
-//! upgrade-charm) hook; Juju runs those hooks on all units at about the same time, so this is
-//! not a rolling restart: see the README for what clients see.
+//! upgrade-charm) hook, and Juju runs those hooks on all units at about the same time: this
+//! is not a rolling restart. A rolling one would not help here: a TLS server and a plain one
+//! cannot talk, so staggering the restarts would only make the mixed window (replication
+//! links down, sentinels unable to reach the servers of the other mode) longer. What happens:
+//! each Redis restarts (a clean shutdown; `appendonly` keeps the data), each Sentinel
+//! restarts from a fresh config naming the primary the charm knows, so the primary keeps its
+//! role unless the units' hooks are more than `sentinel-down-after-milliseconds` apart (then
+//! the sentinels of the new mode may fail over to a replica of that mode, and the charm
+//! follows as after any failover). Clients must switch protocol anyway, so turning TLS on or
+//! off is a planned interruption of a few seconds. A new certificate or CA (while TLS is on)
+//! restarts the servers the same way.
 //!
 //! # The charm's own connections
 //! [`ClientTls`] (the CA) is installed for the hook's thread by `RedisK8sCharm::config` once
