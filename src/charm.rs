@@ -276,7 +276,11 @@ impl RedisK8sCharm {
                     }
                     Ok(c)
                 });
-                let client = cfg.as_ref().ok().and_then(|c| c.tls.as_ref()).map(|t| t.client());
+                let client = cfg
+                    .as_ref()
+                    .ok()
+                    .and_then(|c| c.tls.as_ref())
+                    .map(|t| t.client());
                 let _ = self.tls_guard.set(crate::redis_client::use_tls(client));
                 cfg
             })
