@@ -1156,6 +1156,12 @@ pub fn apply_redis(
 /// Sentinel: its `default` user accepts exactly the secret's sentinel passwords;
 /// `sentinel-pass` (to the other sentinels) and `auth-pass` (to Redis) are the ones in use.
 /// Sentinel persists each change in its own config file.
+///
+/// The same for the two-unit witness ([`crate::witness`]) when it runs on this unit: it
+/// renders the passwords only when it starts, so without this, after a rotation's drop it
+/// could neither reach Redis (`auth-pass`) nor the other sentinels (`sentinel-pass`), nor
+/// they it: a two-unit deployment would lose the third vote its failover needs. A witness
+/// that is not running needs nothing (it renders the secret when it starts).
 pub fn apply_sentinel(
     pebble: &dyn Pebble,
     host: &str,
@@ -1165,16 +1171,43 @@ pub fn apply_sentinel(
     let hashes = pw.sentinel.hashes();
     if !running(pebble, SENTINEL_SERVICE)? {
         let needles: Vec<String> = hashes.iter().map(|h| format!("#{h}")).collect();
-        return if file_has(pebble, SENTINEL_CONFIG_PATH, &needles) {
-            Ok(())
-        } else {
-            Err(ApplyError::NotRunning("sentinel"))
-        };
+        if !file_has(pebble, SENTINEL_CONFIG_PATH, &needles) {
+            return Err(ApplyError::NotRunning("sentinel"));
+        }
+    } else {
+        apply_running_sentinel(pebble, host, SENTINEL_PORT, SENTINEL_CONFIG_PATH, app, pw)?;
     }
-    let mut conn = connect_any(host, SENTINEL_PORT, &pw.sentinel)?;
+    if running(pebble, crate::witness::WITNESS_SERVICE)? {
+        apply_running_sentinel(
+            pebble,
+            host,
+            crate::witness::WITNESS_PORT,
+            crate::witness::WITNESS_CONFIG_PATH,
+            app,
+            pw,
+        )?;
+    }
+    Ok(())
+}
+
+/// [`apply_sentinel`] on the running sentinel at `host:port` whose config file is `config`.
+fn apply_running_sentinel(
+    pebble: &dyn Pebble,
+    host: &str,
+    port: u16,
+    config: &str,
+    app: &str,
+    pw: &Passwords,
+) -> Result<(), ApplyError> {
+    let hashes = pw.sentinel.hashes();
+    let mut conn = connect_any(host, port, &pw.sentinel)?;
     if set_default_user(&mut conn, &hashes, false)? {
         conn.command(&["SENTINEL", "FLUSHCONFIG"])?;
-        tracing::info!(passwords = hashes.len(), "updated Sentinel's default user");
+        tracing::info!(
+            passwords = hashes.len(),
+            port,
+            "updated Sentinel's default user"
+        );
     }
     let cfg = value_to_map(&conn.command(&["SENTINEL", "CONFIG", "GET", "sentinel-pass"])?);
     if cfg.get("sentinel-pass") != Some(&pw.sentinel.current) {
@@ -1190,7 +1223,7 @@ pub fn apply_sentinel(
     // Sentinel does not report auth-pass / auth-user; its own config file (which it
     // rewrites) does.
     let file = pebble
-        .pull(SENTINEL_CONFIG_PATH)
+        .pull(config)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     let has = |line: String| file.lines().any(|l| l.trim() == line);

@@ -253,3 +253,156 @@ fn scaling_two_units_to_one_forgets_the_witness() {
     );
     eprintln!("two→one: clean after {} ms", t0.elapsed().as_millis());
 }
+
+/// The rotation phase in the peer app data, as `unit` sees it (`""` without a rotation).
+fn rotation_phase(m: &Model, unit: &str) -> String {
+    let shown = m.show(unit);
+    let raw = shown[unit]["relation-info"]
+        .as_sequence()
+        .and_then(|r| r.iter().find(|r| r["endpoint"] == "redis-peers"))
+        .and_then(|r| r["application-data"]["password-rotation"].as_str())
+        .unwrap_or("{}")
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap_or_default();
+    v["phase"].as_str().unwrap_or("").to_string()
+}
+
+/// `flags` of every entry of `SENTINEL SENTINELS` at `addr:port`.
+fn other_sentinel_flags(addr: &str, port: u16, spw: &str) -> Vec<String> {
+    let Some(r) = redis(addr, port, Some(spw), &[&["SENTINEL", "SENTINELS", APP]]) else {
+        return vec!["<no answer>".into()];
+    };
+    let common::Resp::Array(entries) = &r[0] else {
+        return vec!["<not an array>".into()];
+    };
+    entries
+        .iter()
+        .map(|e| match e {
+            common::Resp::Array(fields) => fields
+                .chunks(2)
+                .find(|c| c[0].text() == "flags")
+                .map(|c| c[1].text())
+                .unwrap_or_default(),
+            _ => String::new(),
+        })
+        .collect()
+}
+
+/// Both password rotations reach the witness: after the sentinel rotation it accepts only
+/// the new sentinel password and still counts (and is counted by) the two unit sentinels
+/// with no `s_down`; after the admin rotation it still reaches Redis (`auth-pass`): no
+/// `s_down` on the primary in its view. Without this the two-unit deployment would lose
+/// the witness's vote (and could see a false failover) after any rotation.
+#[test]
+fn password_rotations_reach_the_witness() {
+    const MODEL: &str = "twopw";
+    const SUBNET: &str = "127.0.74";
+    let t0 = std::time::Instant::now();
+    let m = Model::new(MODEL).with_subnet(SUBNET);
+    m.ok(&[
+        "deploy",
+        common::ROOT,
+        "-n",
+        "2",
+        "--dispatch",
+        CHARM_BIN,
+        "--subnet",
+        SUBNET,
+        "--update-status-interval",
+        "3",
+        "--wait",
+        "--timeout",
+        "180",
+    ]);
+    m.ok(&[
+        "config",
+        APP,
+        "sentinel-down-after-milliseconds=2000",
+        "password-rotation-grace=0",
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    let (primary, paddr) = m.wait_roles(1, None, 60);
+    let old_spw = m.sentinel_password();
+    let (_, raddr, _) = m
+        .roles()
+        .into_iter()
+        .find(|r| r.2 == "replica")
+        .expect("a replica");
+    eventually(
+        "the witness runs on the replica's pod; 3 sentinels",
+        120,
+        || witness_settled_on(&m, &raddr, &paddr, &old_spw),
+    );
+    // The deploy elects unit 0 the leader.
+    let leader = "redis-k8s/0".to_string();
+    let sentinels = [(&paddr, 26379), (&raddr, 26379), (&raddr, WITNESS_PORT)];
+    let healthy = |spw: &str| {
+        sentinels.iter().all(|(a, p)| {
+            let flags = other_sentinel_flags(a, *p, spw);
+            flags.len() == 2
+                && flags.iter().all(|f| f == "sentinel")
+                && master_field(a, *p, spw, "flags").as_deref() == Some("master")
+        })
+    };
+
+    // The sentinel password.
+    m.ok(&[
+        "run",
+        &leader,
+        "set-password",
+        "username=sentinel",
+        "password=witness-sees-this-sentinel-pw",
+    ]);
+    eventually("the sentinel rotation finishes", 60, || {
+        rotation_phase(&m, &leader) == "done"
+    });
+    let new_spw = "witness-sees-this-sentinel-pw";
+    let auth_ok = |pw: &str| {
+        redis(&raddr, WITNESS_PORT, None, &[&["AUTH", pw]])
+            .is_some_and(|r| r[0] == common::Resp::Simple("OK".into()))
+    };
+    assert!(
+        auth_ok(new_spw),
+        "the witness accepts the new sentinel password"
+    );
+    assert!(
+        !auth_ok(&old_spw),
+        "the witness refuses the old sentinel password"
+    );
+    // Longer than down-after: a sentinel that could not authenticate would be s_down.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    eventually(
+        "all three sentinels see each other and the primary, no s_down",
+        20,
+        || healthy(new_spw),
+    );
+    eprintln!(
+        "two units: sentinel rotation reached the witness after {} ms",
+        t0.elapsed().as_millis()
+    );
+
+    // The admin password: the witness's auth-pass to Redis.
+    m.ok(&[
+        "run",
+        &leader,
+        "set-password",
+        "username=admin",
+        "password=witness-sees-this-admin-pw",
+    ]);
+    eventually("the admin rotation finishes", 60, || {
+        rotation_phase(&m, &leader) == "done"
+    });
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    eventually(
+        "the witness still reaches the primary, no s_down",
+        20,
+        || healthy(new_spw),
+    );
+    assert_eq!(m.wait_roles(1, None, 30).0, primary, "no failover");
+    eprintln!(
+        "two units: admin rotation reached the witness after {} ms",
+        t0.elapsed().as_millis()
+    );
+}
