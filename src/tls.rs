@@ -195,25 +195,34 @@ fn check_certificates(pem: &[u8]) -> Result<(), String> {
     .map_err(|e| format!("not a certificate: {e}"))
 }
 
-/// A PEM private key (PKCS#8, PKCS#1 or SEC1).
+/// A PEM private key (PKCS#8, PKCS#1 or SEC1) that is the certificate's: rustls loads the
+/// key and checks it against the certificate's public key when it builds a client
+/// configuration with it, which the `redis` crate does before it opens any socket. So a
+/// connection attempt to a closed loopback port answers "configuration refused" (the key
+/// is bad) or "connection refused" (the key is fine) without any traffic.
 fn check_key(cert: &[u8], key: &[u8]) -> Result<(), String> {
     let text = std::str::from_utf8(key).map_err(|_| "not PEM text".to_string())?;
     if !text.contains("PRIVATE KEY-----") {
         return Err("no PEM private key in it".into());
     }
-    redis::Client::build_with_tls(
-        "rediss://localhost:1",
+    // The errors name the problem, never the key's content.
+    let client = redis::Client::build_with_tls(
+        "rediss://127.0.0.1:1",
         redis::TlsCertificates {
             client_tls: Some(redis::ClientTlsConfig {
                 client_cert: cert.to_vec(),
                 client_key: key.to_vec(),
             }),
-            root_cert: None,
+            root_cert: Some(cert.to_vec()),
         },
     )
-    .map(|_| ())
-    // The error names the problem, never the key's content.
-    .map_err(|_| "the private key PEM cannot be decoded".to_string())
+    .map_err(|_| "the private key PEM cannot be decoded".to_string())?;
+    match client.get_connection_with_timeout(std::time::Duration::from_millis(200)) {
+        Err(e) if e.kind() == redis::ErrorKind::InvalidClientConfig => {
+            Err("not a usable private key for cert-file (unreadable, or another key)".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Read the three resources (`resource-get`). Any missing or empty: [`TlsError::Missing`]

@@ -357,7 +357,10 @@ fn a_garbage_resource_blocks_naming_it_and_nothing_restarts() {
     pebble.get("redis").clear_calls();
     pebble.get("sentinel").clear_calls();
 
-    let cases: [(&str, &[u8]); 3] = [
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_key = std::fs::read(make_certs(other_dir.path(), "another-ca").key).unwrap();
+    let cases: [(&str, &[u8]); 4] = [
+        ("key-file", &other_key),
         ("cert-file", b"this is not a certificate\n"),
         (
             "ca-cert-file",
