@@ -132,8 +132,9 @@ impl TlsMaterial {
     pub fn new(cert: Vec<u8>, key: Vec<u8>, ca: Vec<u8>) -> Result<TlsMaterial, TlsError> {
         let invalid = |resource, reason: String| TlsError::Invalid { resource, reason };
         // The certificates are parsed as X.509 (as trust anchors, which is all rustls
-        // offers without a new dependency); the key's PEM is decoded. A key that does not
-        // match the certificate is only found when Redis starts (its service then fails).
+        // offers without a new dependency); the key is loaded and checked against the
+        // certificate. Not checked: that the CA signed the certificate (then Redis starts,
+        // and the charm's own connections, which verify the chain, fail and say so).
         check_certificates(&cert).map_err(|e| invalid(CERT_RESOURCE, e))?;
         check_certificates(&ca).map_err(|e| invalid(CA_RESOURCE, e))?;
         check_key(&cert, &key).map_err(|e| invalid(KEY_RESOURCE, e))?;
