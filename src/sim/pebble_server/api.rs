@@ -533,7 +533,9 @@ fn post_layers(shared: &Arc<Shared>, req: &Request) -> Response {
         inner.layers = layers;
         inner.plan = plan;
         let inner = &mut *inner;
-        inner.logfwd.plan_changed(&inner.plan, &shared.cfg.container);
+        inner
+            .logfwd
+            .plan_changed(&inner.plan, &shared.cfg.container);
     }
     checks::apply_plan(shared);
     sync(Value::Bool(true))

@@ -432,7 +432,9 @@ fn record_line(shared: &Shared, name: &str, line: &str) {
     }
     let mut guard = shared.lock();
     let inner = &mut *guard;
-    inner.logfwd.line(&inner.plan, name, line, SystemTime::now());
+    inner
+        .logfwd
+        .line(&inner.plan, name, line, SystemTime::now());
     if let Some(s) = inner.services.get_mut(name) {
         s.logs.push_back(line.to_string());
         while s.logs.len() > KEEP_LINES {
