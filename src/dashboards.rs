@@ -64,9 +64,9 @@ use serde::Serialize;
 
 use crate::charm::RedisK8sCharm;
 use crate::metrics::CHARM_NAME;
+use crate::ops::b64;
 use crate::ops::framework::{EventHandle, Framework, HandlerResult};
 use crate::ops::hookcmds::HookError;
-use crate::sim::hooktools::b64;
 
 /// The relation endpoint, as in `metadata.yaml` (and the library's default name).
 pub const DASHBOARD_RELATION: &str = "grafana-dashboard";

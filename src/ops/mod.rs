@@ -2,6 +2,7 @@
 //!
 //! Nothing in here knows about Redis; it could become its own crate.
 
+pub mod b64;
 pub mod context;
 pub mod framework;
 pub mod hookcmds;

@@ -1035,71 +1035,8 @@ fn parse_port(spec: &str) -> Res<Port> {
     })
 }
 
-/// Standard base64 (RFC 4648, with padding), for `key#base64` secret values and the agent
-/// protocol's byte fields.
-pub mod b64 {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub fn encode(input: &[u8]) -> String {
-        let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-        for chunk in input.chunks(3) {
-            let b = [
-                chunk[0],
-                chunk.get(1).copied().unwrap_or(0),
-                chunk.get(2).copied().unwrap_or(0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    /// `None` on any character outside the alphabet (whitespace is skipped).
-    pub fn decode(input: &str) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(input.len() / 4 * 3);
-        let mut acc = 0u32;
-        let mut bits = 0;
-        for c in input.bytes() {
-            let v = match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'+' | b'-' => 62,
-                b'/' | b'_' => 63,
-                b'=' => break,
-                b' ' | b'\n' | b'\r' | b'\t' => continue,
-                _ => return None,
-            };
-            acc = (acc << 6) | u32::from(v);
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        Some(out)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn round_trips() {
-            for s in ["", "f", "fo", "foo", "foob", "fooba", "foobar"] {
-                let e = super::encode(s.as_bytes());
-                assert_eq!(super::decode(&e).unwrap(), s.as_bytes());
-            }
-            assert_eq!(super::encode(b"foobar"), "Zm9vYmFy");
-            assert_eq!(super::encode(b"fo"), "Zm8=");
-        }
-    }
-}
+/// Base64 for `key#base64` secret values and the agent protocol's byte fields.
+pub use crate::ops::b64;
 
 #[cfg(test)]
 mod tests {
