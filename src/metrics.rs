@@ -12,9 +12,9 @@
 //! - The leader, in the app databag (`set_scrape_job_spec`): `scrape_metadata` (the Juju
 //!   topology, `JujuTopology.as_dict()`), `scrape_jobs` (the job after the library's
 //!   `sanitize_scrape_config`, i.e. with its `metrics_path: /metrics` default; the `*` host is
-//!   left for Prometheus to expand with each unit's address) and `alert_rules` (`{}`: the
-//!   charm has no `src/prometheus_alert_rules`, and LIBPATCH 47/48 write the empty dict
-//!   unconditionally).
+//!   left for Prometheus to expand with each unit's address) and `alert_rules` (the rule
+//!   files of `src/prometheus_alert_rules/`, as the library's `AlertRules(topology).as_dict()`
+//!   renders them: see [`alert_rules`]; the Python charm shipped none and sent `{}`).
 //!
 //! The values are byte-for-byte what Python's `json.dumps` produces (`", "` and `": "`
 //! separators, non-ASCII escaped, insertion order), so a unit refreshed from the Python charm
@@ -27,6 +27,28 @@ use crate::charm::{own_address, RedisK8sCharm};
 use crate::literals::EXPORTER_PORT;
 use crate::ops::framework::{EventHandle, Framework, HandlerResult};
 use crate::ops::hookcmds::HookError;
+
+/// What publishing can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error(transparent)]
+    Rules(#[from] AlertRulesError),
+}
+
+/// An embedded rule file the charm cannot render (a packaging defect: the unit tests render
+/// every file, so a released charm never meets it).
+#[derive(Debug, thiserror::Error)]
+pub enum AlertRulesError {
+    #[error("alert rule file {file}: invalid YAML: {source}")]
+    Yaml {
+        file: &'static str,
+        source: serde_yaml::Error,
+    },
+    #[error("alert rule file {file}: {reason}")]
+    Format { file: &'static str, reason: String },
+}
 
 /// The relation endpoint, as in `metadata.yaml` (and the library's default name).
 pub const METRICS_RELATION: &str = "metrics-endpoint";
@@ -43,9 +65,35 @@ pub const KEY_UNIT_ADDRESS: &str = "prometheus_scrape_unit_address";
 pub const KEY_UNIT_NAME: &str = "prometheus_scrape_unit_name";
 pub const KEY_UNIT_PATH: &str = "prometheus_scrape_unit_path";
 
-/// `alert_rules` when the charm ships none: `json.dumps(AlertRules(...).as_dict())` of an
-/// empty rule set.
+/// `alert_rules` when a charm ships none: `json.dumps(AlertRules(...).as_dict())` of an
+/// empty rule set (what the Python charm sent).
 pub const NO_ALERT_RULES: &str = "{}";
+
+/// One rule file of `src/prometheus_alert_rules/`, embedded in the binary (a Rust charm has
+/// no `src/` directory at run time to glob).
+#[derive(Debug, Clone, Copy)]
+pub struct RuleFile {
+    /// The file name, as in the charm's source tree.
+    pub name: &'static str,
+    /// Its text: the official Prometheus rule file format (`groups:`).
+    pub text: &'static str,
+}
+
+/// Our alert rule files, in the order the library reads them (`sorted()` paths).
+pub const ALERT_RULE_FILES: &[RuleFile] = &[
+    RuleFile {
+        name: "availability.rules",
+        text: include_str!("prometheus_alert_rules/availability.rules"),
+    },
+    RuleFile {
+        name: "resources.rules",
+        text: include_str!("prometheus_alert_rules/resources.rules"),
+    },
+];
+
+/// Where an expression wants the application's topology matchers (the library's
+/// placeholder).
+pub const TOPOLOGY_PLACEHOLDER: &str = "%%juju_topology%%";
 
 /// A JSON value whose objects keep their insertion order, serialized as Python's
 /// `json.dumps` does with its defaults. `serde_json` (without `preserve_order`) would sort
@@ -157,16 +205,191 @@ pub fn scrape_metadata(model: &str, model_uuid: &str, app: &str, unit: &str) -> 
     ])
 }
 
+/// `JujuTopology.identifier` (cos-lib): `<model>_<first 8 chars of the uuid>_<application>`,
+/// `/` replaced by `_`.
+pub fn topology_identifier(model: &str, model_uuid: &str, app: &str) -> String {
+    let short: String = model_uuid.chars().take(8).collect();
+    format!("{model}_{short}_{app}").replace('/', "_")
+}
+
+/// The library's `_sanitize_metric_name`: every character outside `[a-zA-Z0-9_:]` becomes
+/// `_` (so `redis-k8s` appears as `redis_k8s` in group names).
+fn sanitize_group_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A PromQL string literal (double quotes, `\` and `"` escaped).
+fn promql_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The `alert_rules` value: cos-lib `AlertRules(query_type="promql",
+/// topology=JujuTopology.from_charm(charm))` after `add_path("src/prometheus_alert_rules")`,
+/// then `as_dict()`:
+///
+/// - each file's groups, in file order, renamed `<identifier>_<group name>_alerts` and
+///   sanitized (the library's `_from_file`/`_from_dict`; our files use the official format
+///   and name their group after the file's stem);
+/// - each rule's `labels` extended, after its own labels and without overriding them, with
+///   the topology's `label_matcher_dict`: `juju_model`, `juju_model_uuid`,
+///   `juju_application`, `juju_charm`;
+/// - each expression's `%%juju_topology%%` replaced by the matchers
+///   `juju_model="..",juju_model_uuid="..",juju_application=".."`. The library strips the
+///   placeholder and asks `cos-tool` to inject those three matchers into every selector;
+///   without `cos-tool` (not in a charm's venv by default) it leaves the expression
+///   unmatched and a rule would count every application's series. Writing the placeholder
+///   where each selector's matchers go gives the expression cos-tool would produce, with or
+///   without it; prometheus-k8s re-injecting the same matchers on its side changes nothing.
+pub fn alert_rules(model: &str, model_uuid: &str, app: &str) -> Result<PyJson, AlertRulesError> {
+    let identifier = topology_identifier(model, model_uuid, app);
+    let topology_labels = [
+        ("juju_model", model),
+        ("juju_model_uuid", model_uuid),
+        ("juju_application", app),
+        ("juju_charm", CHARM_NAME),
+    ];
+    let matchers = topology_labels[..3]
+        .iter()
+        .map(|(k, v)| format!("{k}={}", promql_string(v)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut groups = Vec::new();
+    for file in ALERT_RULE_FILES {
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(file.text).map_err(|source| AlertRulesError::Yaml {
+                file: file.name,
+                source,
+            })?;
+        let format = |reason: &str| AlertRulesError::Format {
+            file: file.name,
+            reason: reason.to_string(),
+        };
+        let file_groups = doc
+            .get("groups")
+            .and_then(|g| g.as_sequence())
+            .ok_or_else(|| format("no `groups` list"))?;
+        for group in file_groups {
+            let PyJson::Object(mut group) = to_py_json(group).map_err(|r| format(&r))? else {
+                return Err(format("a group is not a mapping"));
+            };
+            let mut has_rules = false;
+            for (key, value) in group.iter_mut() {
+                match (key.as_str(), value) {
+                    ("name", PyJson::Str(name)) => {
+                        *name = sanitize_group_name(&format!("{identifier}_{name}_alerts"));
+                    }
+                    ("rules", PyJson::List(rules)) => {
+                        has_rules = true;
+                        for rule in rules.iter_mut() {
+                            label_rule(rule, &topology_labels, &matchers)
+                                .map_err(|r| format(&r))?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !has_rules || !group.iter().any(|(k, _)| k == "name") {
+                return Err(format("a group needs a `name` and a `rules` list"));
+            }
+            groups.push(PyJson::Object(group));
+        }
+    }
+    Ok(if groups.is_empty() {
+        PyJson::Object(vec![])
+    } else {
+        PyJson::object(vec![("groups", PyJson::List(groups))])
+    })
+}
+
+/// Add the topology labels a rule lacks (a `labels` mapping appended when it has none) and
+/// put the matchers in its expression.
+fn label_rule(
+    rule: &mut PyJson,
+    topology_labels: &[(&str, &str)],
+    matchers: &str,
+) -> Result<(), String> {
+    let PyJson::Object(fields) = rule else {
+        return Err("a rule is not a mapping".into());
+    };
+    if !fields.iter().any(|(k, _)| k == "labels") {
+        fields.push(("labels".into(), PyJson::Object(vec![])));
+    }
+    let mut has_expr = false;
+    for (key, value) in fields.iter_mut() {
+        match (key.as_str(), value) {
+            ("labels", PyJson::Object(labels)) => {
+                for (k, v) in topology_labels {
+                    if !labels.iter().any(|(have, _)| have == k) {
+                        labels.push((k.to_string(), PyJson::str(v)));
+                    }
+                }
+            }
+            ("labels", _) => return Err("`labels` is not a mapping".into()),
+            ("expr", PyJson::Str(expr)) => {
+                has_expr = true;
+                *expr = expr.replace(TOPOLOGY_PLACEHOLDER, matchers);
+            }
+            _ => {}
+        }
+    }
+    if has_expr {
+        Ok(())
+    } else {
+        Err("a rule without a string `expr`".into())
+    }
+}
+
+/// `yaml.safe_load` output as `json.dumps` sees it, for the subset our rule files use:
+/// strings, lists and string-keyed mappings (in file order). Anything else (a number, a
+/// boolean, null) is refused rather than rendered differently from Python: quote it.
+fn to_py_json(v: &serde_yaml::Value) -> Result<PyJson, String> {
+    match v {
+        serde_yaml::Value::String(s) => Ok(PyJson::Str(s.clone())),
+        serde_yaml::Value::Sequence(items) => items
+            .iter()
+            .map(to_py_json)
+            .collect::<Result<_, _>>()
+            .map(PyJson::List),
+        serde_yaml::Value::Mapping(m) => m
+            .iter()
+            .map(|(k, v)| match k {
+                serde_yaml::Value::String(k) => Ok((k.clone(), to_py_json(v)?)),
+                other => Err(format!("a non-string key: {other:?}")),
+            })
+            .collect::<Result<_, _>>()
+            .map(PyJson::Object),
+        other => Err(format!(
+            "a value that is not a string, list or mapping (quote it): {other:?}"
+        )),
+    }
+}
+
 /// The leader's app databag for every `metrics-endpoint` relation.
-pub fn app_data(model: &str, model_uuid: &str, app: &str, unit: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
+pub fn app_data(
+    model: &str,
+    model_uuid: &str,
+    app: &str,
+    unit: &str,
+) -> Result<BTreeMap<String, String>, AlertRulesError> {
+    Ok(BTreeMap::from([
         (
             KEY_SCRAPE_METADATA.to_string(),
             scrape_metadata(model, model_uuid, app, unit).dumps(),
         ),
         (KEY_SCRAPE_JOBS.to_string(), scrape_jobs().dumps()),
-        (KEY_ALERT_RULES.to_string(), NO_ALERT_RULES.to_string()),
-    ])
+        (
+            KEY_ALERT_RULES.to_string(),
+            alert_rules(model, model_uuid, app)?.dumps(),
+        ),
+    ]))
 }
 
 /// Every unit's own databag. The empty path deletes a stale key and is otherwise not sent.
@@ -180,7 +403,7 @@ pub fn unit_data(address: &str, unit: &str) -> BTreeMap<String, String> {
 
 /// Write our data into every `metrics-endpoint` relation: the unit keys on every unit, the
 /// app keys on the leader. Returns whether anything was sent. No relation: no further call.
-pub fn publish(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<bool, HookError> {
+pub fn publish(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<bool, MetricsError> {
     let ids = fw.model().relation_ids(METRICS_RELATION)?;
     if ids.is_empty() {
         return Ok(false);
@@ -194,7 +417,7 @@ pub fn publish(charm: &mut RedisK8sCharm, fw: &mut Framework<'_>) -> Result<bool
             &ctx.model_uuid,
             &ctx.app_name,
             &ctx.unit_name,
-        ))
+        )?)
     } else {
         None
     };

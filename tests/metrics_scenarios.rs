@@ -1,12 +1,20 @@
 //! The `metrics-endpoint` relation (prometheus_scrape provider): the exact databag strings
 //! Canonical's `prometheus_scrape` library (LIBPATCH 47, as vendored by the Python charm)
-//! writes, who writes them, and on which events. See `src/metrics.rs`.
+//! writes, who writes them, and on which events; the alert rules it carries: the library's
+//! rendering (checked against CPython's `yaml`/`json`), accepted by `promtool check rules`
+//! as prometheus-k8s writes them to disk, and every rule proven by `promtool test rules`
+//! (`tests/cos_support/alert_rules_test.yaml`) to fire after its `for` and stay silent
+//! otherwise. See `src/metrics.rs`.
 
 mod scenario_support;
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use redis_k8s::metrics::{alert_rules, ALERT_RULE_FILES};
 use redis_k8s::ops::testing::world::{CharmMeta, HookInfo, World};
 use scenario_support::*;
 
@@ -54,7 +62,10 @@ fn expected_app_bag(w: &Arc<Mutex<World>>, unit: &str) -> BTreeMap<String, Strin
                 r#"{{"model": "scn", "model_uuid": "{uuid}", "application": "redis-k8s", "unit": "{unit}", "charm_name": "redis-k8s"}}"#
             ),
         ),
-        ("alert_rules".to_string(), "{}".to_string()),
+        (
+            "alert_rules".to_string(),
+            alert_rules("scn", &uuid, APP).unwrap().dumps(),
+        ),
     ])
 }
 
@@ -79,7 +90,7 @@ fn expected_unit_bag(address: &str, unit: &str) -> BTreeMap<String, String> {
 /// `*` wildcard kept for Prometheus to expand) and its two unit keys; the same hook again
 /// sends nothing.
 #[test]
-fn the_leader_publishes_the_librarys_scrape_job_topology_and_empty_alert_rules() {
+fn the_leader_publishes_the_librarys_scrape_job_topology_and_alert_rules() {
     let w = world(1);
     let rel = add_prometheus(&w);
     let pebble = containers();
@@ -182,4 +193,283 @@ fn the_scrape_address_is_the_pod_ip_the_client_relation_publishes() {
     let ip = unit_addr(200, 0);
     assert_eq!(scrape_keys(data(&w, rel, U0)), expected_unit_bag(&ip, U0));
     assert_eq!(data(&w, client, U0)["hostname"], ip);
+}
+
+// ----- alert rules --------------------------------------------------------------------------
+
+const PROMTOOL: &str = "/usr/bin/promtool";
+/// The topology of `tests/cos_support/alert_rules_test.yaml`.
+const LAB_MODEL: &str = "lab";
+const LAB_UUID: &str = "0a1b2c3d-0000-4000-8000-000000000000";
+
+/// Run python3 with `script`, `input` on stdin; its stdout.
+fn python(script: &str, input: &str) -> String {
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The databag's `alert_rules` holds our two groups, named as the library names them, with
+/// every rule labelled with the topology (the rule's own `severity` kept first) and its
+/// expression bound to this application.
+#[test]
+fn the_leader_publishes_topology_labelled_alert_groups() {
+    let w = world(1);
+    let rel = add_prometheus(&w);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
+    run_hook(&mut s, metrics_hook("joined", rel));
+    let uuid = w.lock().unwrap().model_uuid.clone();
+    let raw = data(&w, rel, APP)["alert_rules"].clone();
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let groups = v["groups"].as_array().unwrap();
+    let short = &uuid[..8];
+    let names: Vec<&str> = groups.iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("scn_{short}_redis_k8s_availability_alerts"),
+            format!("scn_{short}_redis_k8s_resources_alerts")
+        ]
+    );
+    let mut alerts = Vec::new();
+    for rule in groups.iter().flat_map(|g| g["rules"].as_array().unwrap()) {
+        let name = rule["alert"].as_str().unwrap();
+        alerts.push(name.to_string());
+        let labels = rule["labels"].as_object().unwrap();
+        assert_eq!(
+            labels.keys().collect::<Vec<_>>(),
+            [
+                "juju_application",
+                "juju_charm",
+                "juju_model",
+                "juju_model_uuid",
+                "severity"
+            ],
+            "{name}"
+        );
+        assert_eq!(labels["juju_model"], "scn");
+        assert_eq!(labels["juju_model_uuid"], uuid.as_str());
+        assert_eq!(labels["juju_application"], APP);
+        assert_eq!(labels["juju_charm"], "redis-k8s");
+        assert!(
+            ["critical", "warning"].contains(&labels["severity"].as_str().unwrap()),
+            "{name}"
+        );
+        let expr = rule["expr"].as_str().unwrap();
+        assert!(!expr.contains("%%"), "{name}: {expr}");
+        // Every selector (a `{`) carries the three matchers cos-tool would inject.
+        let selectors = expr.matches('{').count();
+        assert!(selectors > 0, "{name}: {expr}");
+        let bound =
+            format!(r#"{{juju_model="scn",juju_model_uuid="{uuid}",juju_application="{APP}""#);
+        assert_eq!(expr.matches(&bound).count(), selectors, "{name}: {expr}");
+        assert!(!rule["annotations"]["summary"].as_str().unwrap().is_empty());
+    }
+    // The library's order: the rule's own labels, then the topology's.
+    let in_order = format!(
+        r#""labels": {{"severity": "[a-z]+", "juju_model": "scn", "juju_model_uuid": "{uuid}", "juju_application": "{APP}", "juju_charm": "redis-k8s"}}"#
+    );
+    let ordered = raw
+        .match_indices(r#""labels": {"#)
+        .filter(|(i, _)| {
+            let rest = &raw[*i..];
+            let end = rest.find('}').unwrap() + 1;
+            let got = &rest[..end];
+            let sev = got.split('"').nth(5).unwrap_or("");
+            got == in_order.replace("[a-z]+", sev)
+        })
+        .count();
+    assert_eq!(ordered, alerts.len(), "{raw}");
+    assert_eq!(
+        alerts,
+        [
+            "RedisDown",
+            "RedisExporterDown",
+            "RedisNoPrimary",
+            "RedisMoreThanOnePrimary",
+            "RedisReplicaLinkDown",
+            "RedisReplicationLagHigh",
+            "RedisMemoryNearMaxmemory",
+            "RedisEvictionsHappening",
+            "RedisRejectedConnections",
+            "RedisTooManyClients",
+            "RedisAofLastWriteFailed",
+            "RedisRdbLastSaveFailed"
+        ]
+    );
+}
+
+/// The string is what the library sends: CPython's `yaml.safe_load` of our files, the
+/// library's group renaming and label update, `%%juju_topology%%` bound to the three
+/// matchers, and `json.dumps`: byte for byte.
+#[test]
+fn alert_rules_are_byte_for_byte_what_the_library_dumps() {
+    let script = r#"
+import json, re, sys, yaml
+model, uuid, app, charm = sys.argv[1:5]
+identifier = "_".join([model, uuid[:8], app]).replace("/", "_")
+labels = {"juju_model": model, "juju_model_uuid": uuid, "juju_application": app, "juju_charm": charm}
+matchers = ",".join('%s="%s"' % (k, v) for k, v in list(labels.items())[:3])
+groups = []
+for path in sys.argv[5:]:
+    with open(path) as f:
+        doc = yaml.safe_load(f)
+    for group in doc["groups"]:
+        name = "_".join(filter(None, [identifier, group["name"], "alerts"]))
+        group["name"] = "".join(c if re.match(r"[a-zA-Z0-9_:]", c) else "_" for c in name)
+        for rule in group["rules"]:
+            rule.setdefault("labels", {})
+            for k, v in labels.items():
+                rule["labels"].setdefault(k, v)
+            rule["expr"] = rule["expr"].replace("%%juju_topology%%", matchers)
+        groups.append(group)
+sys.stdout.write(json.dumps({"groups": groups} if groups else {}))
+"#;
+    let dir = repo().join("src/prometheus_alert_rules");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    files.sort();
+    // Every file in the directory is embedded, in the library's (sorted) order.
+    assert_eq!(
+        files
+            .iter()
+            .map(|f| Path::new(f).file_name().unwrap().to_str().unwrap())
+            .collect::<Vec<_>>(),
+        ALERT_RULE_FILES.iter().map(|f| f.name).collect::<Vec<_>>()
+    );
+    for (model, uuid, app) in [
+        ("scn", "5a3c9f0e-1b2d-4c3e-8f4a-6b7c8d9e0f1a", APP),
+        ("prod-eu", "0a1b2c3d-0000-4000-8000-000000000000", "cache-2"),
+    ] {
+        let mut args = vec![
+            "-c".to_string(),
+            script.to_string(),
+            model.into(),
+            uuid.into(),
+            app.into(),
+            "redis-k8s".into(),
+        ];
+        args.extend(files.iter().cloned());
+        let out = Command::new("python3").args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            alert_rules(model, uuid, app).unwrap().dumps(),
+            String::from_utf8(out.stdout).unwrap(),
+            "{model} {app}"
+        );
+    }
+}
+
+/// The rules as prometheus-k8s writes them to disk (`yaml.safe_dump` of the relation's
+/// `alert_rules` into `<identifier>.rules`), in `dir`; with the annotations removed when
+/// `annotations` is false (for `promtool test rules`, whose alerts would otherwise have to
+/// spell out every rendered annotation).
+fn write_rules_file(dir: &Path, file: &str, annotations: bool) -> std::path::PathBuf {
+    let raw = alert_rules(LAB_MODEL, LAB_UUID, APP).unwrap().dumps();
+    let script = format!(
+        "import json, sys, yaml\n\
+         rules = json.loads(sys.stdin.read())\n\
+         if not {keep}:\n    \
+             [r.pop('annotations', None) for g in rules['groups'] for r in g['rules']]\n\
+         sys.stdout.write(yaml.safe_dump(rules))\n",
+        keep = if annotations { "True" } else { "False" }
+    );
+    let path = dir.join(file);
+    std::fs::write(&path, python(&script, &raw)).unwrap();
+    path
+}
+
+/// `promtool check rules` accepts what prometheus-k8s would load: valid PromQL, durations
+/// and annotation templates, unique group names.
+#[test]
+fn promtool_accepts_the_rules_as_prometheus_writes_them() {
+    if !Path::new(PROMTOOL).exists() {
+        eprintln!("skipping: {PROMTOOL} not installed (Debian's prometheus package)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_rules_file(dir.path(), "lab_0a1b2c3d_redis-k8s.rules", true);
+    let out = Command::new(PROMTOOL)
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("SUCCESS: 12 rules found"), "{text}");
+}
+
+/// Every rule fires after its `for` on the condition it names, stays silent while healthy,
+/// and ignores another application's series: `promtool test rules` with
+/// `tests/cos_support/alert_rules_test.yaml`.
+#[test]
+fn promtool_unit_tests_prove_every_rule() {
+    if !Path::new(PROMTOOL).exists() {
+        eprintln!("skipping: {PROMTOOL} not installed (Debian's prometheus package)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_rules_file(dir.path(), "rules.yaml", false);
+    let tests = dir.path().join("alert_rules_test.yaml");
+    std::fs::copy(
+        repo().join("tests/cos_support/alert_rules_test.yaml"),
+        &tests,
+    )
+    .unwrap();
+    // Every rule has a test block.
+    let text = std::fs::read_to_string(&tests).unwrap();
+    let raw = alert_rules(LAB_MODEL, LAB_UUID, APP).unwrap().dumps();
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    for rule in v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+    {
+        let name = rule["alert"].as_str().unwrap();
+        assert!(
+            text.contains(&format!(
+                "alertname: {name}\n        exp_alerts:\n          - exp_labels"
+            )),
+            "no firing test for {name}"
+        );
+        assert!(
+            text.contains(&format!("alertname: {name}\n        exp_alerts: []")),
+            "no silent test for {name}"
+        );
+    }
+    let out = Command::new(PROMTOOL)
+        .args(["test", "rules"])
+        .arg(&tests)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("SUCCESS"), "{text}");
 }
