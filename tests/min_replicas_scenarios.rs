@@ -6,13 +6,13 @@
 //! peer's record changes nothing.
 
 mod real_units;
+mod scenario_support;
 
 use real_units::{
-    bag, fqdn, in_hosts_namespace, min_replicas_to_write, root, run, unit, Deployment, APP,
+    bag, fqdn, min_replicas_to_write, run, skip_unless_in_hosts_namespace_at, unit, Deployment, APP,
 };
 use redis_k8s::ops::testing::world::HookInfo;
 
-const MARKER: &str = "MIN_REPLICAS_SCENARIOS_NS";
 const NET: &str = "92";
 
 fn peer_changed(d: &Deployment, remote: u8) -> HookInfo {
@@ -41,12 +41,7 @@ fn rendered_min_replicas(d: &Deployment, n: u8) -> String {
 
 #[test]
 fn a_replica_in_sync_turns_min_replicas_on_at_the_primary_at_once() {
-    if !root() {
-        eprintln!("skipping: needs root for a mount namespace");
-        return;
-    }
-    if in_hosts_namespace(
-        MARKER,
+    if skip_unless_in_hosts_namespace_at(
         "a_replica_in_sync_turns_min_replicas_on_at_the_primary_at_once",
         NET,
         10,

@@ -13,13 +13,13 @@
 //! otherwise). The full handover under a write load is in tests/e2e_refresh.rs.
 
 mod real_units;
+mod scenario_support;
 
 use std::time::{Duration, Instant};
 
-use real_units::{bag, fqdn, in_hosts_namespace, replication, root, run, Deployment, APP};
+use real_units::{bag, fqdn, replication, run, skip_unless_in_hosts_namespace_at, Deployment, APP};
 use redis_k8s::ops::testing::world::HookInfo;
 
-const MARKER: &str = "STOP_SCENARIOS_NS";
 const NET: &str = "91";
 
 /// Run `stop` on unit `n` and check it stays within its budget.
@@ -49,12 +49,7 @@ fn roles(d: &Deployment) -> Vec<(Option<String>, Option<String>)> {
 
 #[test]
 fn the_primary_with_peers_hands_over_before_its_pod_goes() {
-    if !root() {
-        eprintln!("skipping: needs root for a mount namespace");
-        return;
-    }
-    if in_hosts_namespace(
-        MARKER,
+    if skip_unless_in_hosts_namespace_at(
         "the_primary_with_peers_hands_over_before_its_pod_goes",
         NET,
         10,
@@ -98,11 +93,7 @@ fn the_primary_with_peers_hands_over_before_its_pod_goes() {
 
 #[test]
 fn a_replica_stops_without_changing_roles() {
-    if !root() {
-        eprintln!("skipping: needs root for a mount namespace");
-        return;
-    }
-    if in_hosts_namespace(MARKER, "a_replica_stops_without_changing_roles", NET, 20) {
+    if skip_unless_in_hosts_namespace_at("a_replica_stops_without_changing_roles", NET, 20) {
         return;
     }
     let mut d = Deployment::new(2, NET, 20);
@@ -136,11 +127,7 @@ fn a_replica_stops_without_changing_roles() {
 
 #[test]
 fn a_sole_unit_stops_without_touching_redis() {
-    if !root() {
-        eprintln!("skipping: needs root for a mount namespace");
-        return;
-    }
-    if in_hosts_namespace(MARKER, "a_sole_unit_stops_without_touching_redis", NET, 30) {
+    if skip_unless_in_hosts_namespace_at("a_sole_unit_stops_without_touching_redis", NET, 30) {
         return;
     }
     let mut d = Deployment::new(1, NET, 30);

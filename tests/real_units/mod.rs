@@ -4,202 +4,34 @@
 //! resolves `redis-k8s-<n>.redis-k8s-endpoints.scn.svc.cluster.local` to a loopback address
 //! per unit, as a pod's resolver would. Every process is killed by a drop guard.
 //!
-//! Used by tests/stop_scenarios.rs and tests/min_replicas_scenarios.rs (`mod real_units;`).
+//! Used by tests/stop_scenarios.rs and tests/min_replicas_scenarios.rs (`mod real_units;`,
+//! after `mod scenario_support;`, whose namespace, process and model helpers this builds on).
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis_k8s::charm::RedisK8sCharm;
 use redis_k8s::ops::testing::harness::Scenario;
 use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
-use redis_k8s::ops::testing::world::{CharmMeta, HookInfo, World};
+use redis_k8s::ops::testing::world::{HookInfo, World};
 
-pub const APP: &str = "redis-k8s";
-pub const CONF: &str = "/etc/redis-server/redis.conf";
-pub const SENTINEL_CONF: &str = "/etc/redis-server/sentinel.conf";
-
-pub fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+pub use crate::scenario_support::{
+    addr_in as addr, bag, fqdn, log_tail, redis_from_rendered, repo, secret_value,
+    sentinel_from_rendered, skip_unless_in_hosts_namespace_at, world, Proc, APP, CONF,
+    SENTINEL_CONF,
+};
 
 pub fn unit(n: u8) -> String {
     format!("{APP}/{n}")
 }
 
-pub fn fqdn(n: u8) -> String {
-    format!("redis-k8s-{n}.redis-k8s-endpoints.scn.svc.cluster.local")
-}
-
-/// The address of unit `n` in a test using `net` and `base`: `127.0.<net>.<base+n>`.
-pub fn addr(net: &str, base: u8, n: u8) -> String {
-    format!("127.0.{net}.{}", base + n)
-}
-
-/// `n` units of the app in model `scn`; unit 0 leads.
-pub fn world(n: usize) -> Arc<Mutex<World>> {
-    let mut w = World::new("scn");
-    w.add_app(APP, CharmMeta::load(repo()).expect("charm metadata"))
-        .expect("add app");
-    for _ in 0..n {
-        w.add_unit(APP).expect("add unit");
-    }
-    w.set_leader("redis-k8s/0");
-    Arc::new(Mutex::new(w))
-}
-
-/// Run `hook` and check that the dispatch succeeded.
+/// Run `hook` with `info` and check that the dispatch succeeded.
 pub fn run(s: &mut Scenario<'_>, hook: &str, info: HookInfo) {
     let r = s
         .run::<RedisK8sCharm>(&format!("hooks/{hook}"), info)
         .unwrap_or_else(|e| panic!("{hook}: {e}"));
     assert!(r.error.is_none(), "{hook}: {:?}", r.error);
-}
-
-/// The peer relation's bag of `owner` (a unit, or the app).
-pub fn bag(w: &Arc<Mutex<World>>, owner: &str) -> BTreeMap<String, String> {
-    let w = w.lock().expect("world");
-    let id = w
-        .peer_relation_id(APP, "redis-peers")
-        .expect("peer relation");
-    w.relation_data(id, owner)
-}
-
-/// A value of the passwords secret (`redis-password`, `sentinel-password`).
-pub fn secret_value(w: &Arc<Mutex<World>>, key: &str) -> String {
-    let uri = bag(w, APP)["passwords-secret"].clone();
-    w.lock()
-        .expect("world")
-        .secret_content(&uri)
-        .expect("the secret")[key]
-        .clone()
-}
-
-pub fn root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
-/// Run the calling test again in a private mount namespace whose `/etc/hosts` resolves the
-/// three units' pod names to `addr(net, base, n)`. Returns `true` in the parent, which has
-/// checked that the child ran exactly this test and passed (the caller just returns);
-/// `false` in the child (marked by `marker` in its environment), which runs the test body.
-pub fn in_hosts_namespace(marker: &str, test: &str, net: &str, base: u8) -> bool {
-    if std::env::var_os(marker).is_some() {
-        return false;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let hosts = dir.path().join("hosts");
-    let mut text = "127.0.0.1 localhost\n".to_string();
-    for n in 0..3 {
-        text.push_str(&format!("{} {}\n", addr(net, base, n), fqdn(n)));
-    }
-    std::fs::write(&hosts, text).expect("hosts file");
-    let exe = std::env::current_exe().expect("test binary");
-    let out = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
-        .arg("mount --bind \"$HOSTS_FILE\" /etc/hosts && exec \"$0\" \"$@\"")
-        .arg(&exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("HOSTS_FILE", &hosts)
-        .env(marker, "1")
-        .output()
-        .expect("unshare (util-linux) runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "{test} in its namespace:\n{text}"
-    );
-    true
-}
-
-/// A process killed (and reaped) when dropped, whatever the test did.
-pub struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(program: &str, args: &[String]) -> Proc {
-    Proc(
-        std::process::Command::new(program)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {program}: {e}")),
-    )
-}
-
-fn wait_port(host: &str, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect((host, port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{host}:{port} never listened");
-}
-
-/// A real redis-server from the redis.conf the charm pushed, on `host` and in `dir` (the
-/// container's paths do not exist here).
-pub fn redis_from_rendered(conf: &str, host: &str, dir: &Path) -> Proc {
-    let adapted: String = conf
-        .lines()
-        .map(|l| {
-            if l.starts_with("bind ") {
-                format!("bind {host}")
-            } else if l.starts_with("dir ") {
-                format!("dir {}", dir.display())
-            } else if l.starts_with("logfile ") {
-                format!("logfile {}", dir.join("redis.log").display())
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::create_dir_all(dir).expect("data dir");
-    let path = dir.join("redis.conf");
-    std::fs::write(&path, adapted + "\n").expect("redis.conf");
-    let p = spawn("redis-server", &[path.display().to_string()]);
-    wait_port(host, 6379);
-    p
-}
-
-/// A real sentinel from the sentinel.conf the charm pushed (without the notify script, which
-/// lives in the container), on `host`, its config file in `dir`.
-pub fn sentinel_from_rendered(conf: &str, host: &str, dir: &Path) -> Proc {
-    let adapted: String = conf
-        .lines()
-        .filter(|l| !l.starts_with("sentinel client-reconfig-script"))
-        .map(|l| {
-            if l.starts_with("bind ") {
-                format!("bind {host}")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::create_dir_all(dir).expect("sentinel dir");
-    let path = dir.join("sentinel.conf");
-    std::fs::write(&path, adapted + "\n").expect("sentinel.conf");
-    let p = spawn(
-        "redis-server",
-        &[path.display().to_string(), "--sentinel".to_string()],
-    );
-    wait_port(host, 26379);
-    p
 }
 
 /// One command on a real server, the reply as text (an array's items joined by newlines);
@@ -382,11 +214,7 @@ impl Deployment {
 
     /// The end of unit `n`'s Redis log.
     pub fn log(&self, n: u8) -> String {
-        let text =
-            std::fs::read_to_string(self.dir.path().join(format!("redis-{n}")).join("redis.log"))
-                .unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        log_tail(&self.dir.path().join(format!("redis-{n}")))
     }
 
     /// Wait until unit `n`'s Redis is a replica with its link to the primary up.

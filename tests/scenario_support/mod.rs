@@ -314,9 +314,32 @@ pub fn wait_port(host: &str, port: u16) {
     panic!("{host}:{port} never listened");
 }
 
+/// Poll `f` every 100 ms until it returns `Some` (its value is returned); panics naming
+/// `what` after `within`.
+pub fn eventually_some<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The network (third octet) of [`unit_addr`]'s addresses: scenario files that do not pick
+/// their own share 127.0.93.x and keep apart by `base`.
+pub const SCENARIO_NET: &str = "93";
+
 /// The unit's address in the namespaced tests: `redis-k8s/<n>` is 127.0.93.<base + n>.
 pub fn unit_addr(base: u8, n: u8) -> String {
-    format!("127.0.93.{}", base + n)
+    addr_in(SCENARIO_NET, base, n)
+}
+
+/// Unit `n`'s address on network `net`: `127.0.<net>.<base + n>`. A test file picks a network
+/// of its own (and each test a `base`) so tests running in parallel never share an address.
+pub fn addr_in(net: &str, base: u8, n: u8) -> String {
+    format!("127.0.{net}.{}", base + n)
 }
 
 /// Unit `n`'s pod name in the `scn` model.
@@ -324,13 +347,18 @@ pub fn fqdn(n: u8) -> String {
     format!("redis-k8s-{n}.redis-k8s-endpoints.scn.svc.cluster.local")
 }
 
-/// Run the calling test again in a private mount namespace whose `/etc/hosts` resolves the
-/// three units' pod names to 127.0.93.<base + n>, as a pod's resolver would: the charm finds
-/// its own address and its peers' sentinels by name. Returns `true` in the parent, which has
-/// checked that the child ran exactly this test and passed (the caller just returns);
-/// `false` in the child, which goes on with the test body. Processes the child starts live
-/// in its namespace and are reaped by its drop guards.
+/// [`in_hosts_namespace_at`] on 127.0.93.x.
 pub fn in_hosts_namespace(test: &str, base: u8) -> bool {
+    in_hosts_namespace_at(test, SCENARIO_NET, base)
+}
+
+/// Run the calling test again in a private mount namespace whose `/etc/hosts` resolves the
+/// three units' pod names to [`addr_in`]`(net, base, n)`, as a pod's resolver would: the
+/// charm finds its own address and its peers' sentinels by name. Returns `true` in the
+/// parent, which has checked that the child ran exactly this test and passed (the caller
+/// just returns); `false` in the child, which goes on with the test body. Processes the
+/// child starts live in its namespace and are reaped by its drop guards.
+pub fn in_hosts_namespace_at(test: &str, net: &str, base: u8) -> bool {
     const MARK: &str = "SCENARIO_SUPPORT_HOSTS_NS";
     if std::env::var_os(MARK).is_some() {
         return false;
@@ -339,7 +367,7 @@ pub fn in_hosts_namespace(test: &str, base: u8) -> bool {
     let hosts = dir.path().join("hosts");
     let mut text = "127.0.0.1 localhost\n".to_string();
     for n in 0..3 {
-        text.push_str(&format!("{} {}\n", unit_addr(base, n), fqdn(n)));
+        text.push_str(&format!("{} {}\n", addr_in(net, base, n), fqdn(n)));
     }
     std::fs::write(&hosts, text).unwrap();
     let exe = std::env::current_exe().unwrap();
@@ -361,16 +389,21 @@ pub fn in_hosts_namespace(test: &str, base: u8) -> bool {
     true
 }
 
+/// [`skip_unless_in_hosts_namespace_at`] on 127.0.93.x.
+pub fn skip_unless_in_hosts_namespace(test: &str, base: u8) -> bool {
+    skip_unless_in_hosts_namespace_at(test, SCENARIO_NET, base)
+}
+
 /// The prologue of a scenario test that needs the units' pod names to resolve: `true` when
 /// the test body must not run in this process (not root: skipped, said on stderr; or the
-/// parent of [`in_hosts_namespace`], whose child ran and passed the body), so the caller
+/// parent of [`in_hosts_namespace_at`], whose child ran and passed the body), so the caller
 /// just returns.
-pub fn skip_unless_in_hosts_namespace(test: &str, base: u8) -> bool {
+pub fn skip_unless_in_hosts_namespace_at(test: &str, net: &str, base: u8) -> bool {
     if !root() {
         eprintln!("skipping: needs root for a mount namespace");
         return true;
     }
-    in_hosts_namespace(test, base)
+    in_hosts_namespace_at(test, net, base)
 }
 
 /// Each item, or the replacement of the first rule whose prefix it starts with: how a
@@ -395,10 +428,26 @@ pub fn rewrite_prefixed<'a>(
 /// when a password is given; waits until it listens. Stands for another unit's Redis, or
 /// a primary whose answers the code under test reads.
 pub fn plain_redis(host: &str, password: Option<&str>, dir: &Path) -> Proc {
-    let dir = dir.display().to_string();
+    redis_server(host, password, None, dir)
+}
+
+/// [`plain_redis`], a replica of `replicaof:6379` when given (with `masterauth` when a
+/// password is given: one admin password for the whole app, as the charm sets it). `data`
+/// is created; give each server its own, as replicas write the primary's snapshot there.
+pub fn redis_server(
+    host: &str,
+    password: Option<&str>,
+    replicaof: Option<&str>,
+    data: &Path,
+) -> Proc {
+    std::fs::create_dir_all(data).expect("redis data dir");
+    let dir = data.display().to_string();
     let mut args = vec!["--bind", host, "--port", "6379"];
     if let Some(pw) = password {
-        args.extend(["--requirepass", pw]);
+        args.extend(["--requirepass", pw, "--masterauth", pw]);
+    }
+    if let Some(primary) = replicaof {
+        args.extend(["--replicaof", primary, "6379"]);
     }
     args.extend(["--save", "", "--appendonly", "no", "--dir", &dir]);
     let p = spawn("redis-server", &args);
@@ -406,18 +455,23 @@ pub fn plain_redis(host: &str, password: Option<&str>, dir: &Path) -> Proc {
     p
 }
 
-/// Start a real redis-server from a redis.conf the charm rendered, moved onto `host` and a
-/// scratch directory (the container paths do not exist here).
+/// Start a real redis-server from a redis.conf the charm rendered, moved onto `host` and the
+/// scratch directory `dir` (created; the container paths do not exist here), logging to
+/// `dir/redis.log` (see [`log_tail`]); waits until it listens.
 pub fn redis_from_rendered(conf: &str, host: &str, dir: &Path) -> Proc {
     let adapted = rewrite_prefixed(
         conf.lines(),
         &[
             ("bind ", format!("bind {host}")),
             ("dir ", format!("dir {}", dir.display())),
-            ("logfile ", "logfile \"\"".to_string()),
+            (
+                "logfile ",
+                format!("logfile {}", dir.join("redis.log").display()),
+            ),
         ],
     )
     .join("\n");
+    std::fs::create_dir_all(dir).expect("redis dir");
     let path = dir.join("redis.conf");
     std::fs::write(&path, adapted + "\n").unwrap();
     let p = spawn("redis-server", &[path]);
@@ -425,14 +479,25 @@ pub fn redis_from_rendered(conf: &str, host: &str, dir: &Path) -> Proc {
     p
 }
 
+/// The last 15 lines of the log of the [`redis_from_rendered`] server in `dir`, for a
+/// failure message ("" when there is none yet).
+pub fn log_tail(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
 /// Start a real sentinel from a sentinel.conf the charm rendered (without the notify script,
-/// which lives in the container), in `dir`.
+/// which lives in the container), bound to `host`, its config file in `dir` (created);
+/// waits until it listens.
 pub fn sentinel_from_rendered(conf: &str, host: &str, dir: &Path) -> Proc {
-    let adapted: String = conf
-        .lines()
-        .filter(|l| !l.starts_with("sentinel client-reconfig-script"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let adapted: String = rewrite_prefixed(
+        conf.lines()
+            .filter(|l| !l.starts_with("sentinel client-reconfig-script")),
+        &[("bind ", format!("bind {host}"))],
+    )
+    .join("\n");
+    std::fs::create_dir_all(dir).expect("sentinel dir");
     let path = dir.join("sentinel.conf");
     std::fs::write(&path, adapted + "\n").unwrap();
     let p = spawn(
@@ -440,6 +505,60 @@ pub fn sentinel_from_rendered(conf: &str, host: &str, dir: &Path) -> Proc {
         &[path.display().to_string(), "--sentinel".to_string()],
     );
     wait_port(host, 26379);
+    p
+}
+
+/// The charm's `templates/sentinel.conf.j2` rendered for a sentinel on `host:port`
+/// monitoring `primary:6379` with the peers `peers` (`KnownPeers::default()` for none), under
+/// quick test timings: quorum 2, down after 1 s, failover timeout 10 s, no Redis password.
+pub fn render_sentinel_template(
+    host: &str,
+    port: u16,
+    primary: &str,
+    sentinel_password: &str,
+    peers: redis_k8s::sentinel::KnownPeers,
+) -> String {
+    /// The template's context: the config and the peer lines side by side, as the charm
+    /// passes them.
+    #[derive(serde::Serialize)]
+    struct File<'a> {
+        #[serde(flatten)]
+        config: redis_k8s::sentinel::SentinelConfig<'a>,
+        #[serde(flatten)]
+        peers: redis_k8s::sentinel::KnownPeers,
+    }
+    let tpl = std::fs::read_to_string(repo().join("templates/sentinel.conf.j2"))
+        .expect("templates/sentinel.conf.j2");
+    redis_k8s::templates::render_str(
+        "sentinel.conf",
+        &tpl,
+        File {
+            config: redis_k8s::sentinel::SentinelConfig {
+                hostname: host,
+                bind: host,
+                master_name: APP,
+                sentinel_port: port,
+                redis_master: primary,
+                redis_port: 6379,
+                quorum: 2,
+                down_after_ms: 1000,
+                failover_timeout_ms: 10000,
+                master_password: None,
+                sentinel_password,
+                log_level: "notice",
+            },
+            peers,
+        },
+    )
+    .expect("the sentinel template renders")
+}
+
+/// A real sentinel on `host:port` from the config text `conf`, written to `path`; waits
+/// until it listens.
+pub fn sentinel_from_conf(conf: &str, host: &str, port: u16, path: &Path) -> Proc {
+    std::fs::write(path, conf).expect("sentinel conf");
+    let p = spawn("redis-sentinel", &[path]);
+    wait_port(host, port);
     p
 }
 
