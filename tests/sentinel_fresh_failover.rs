@@ -11,70 +11,38 @@
 //! Real redis-server and redis-sentinel processes on loopback addresses of their own,
 //! killed by Drop guards.
 
+mod scenario_support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis_k8s::redis_client::{value_to_string, RedisConn};
-use redis_k8s::sentinel::{sentinel_id, KnownPeers, SentinelConfig};
+use redis_k8s::sentinel::{sentinel_id, KnownPeers};
+use scenario_support::{
+    eventually_some as eventually, redis_server, render_sentinel_template, sentinel_from_conf,
+    Proc, APP,
+};
 
-const APP: &str = "redis-k8s";
 const SPW: &str = "sentinel-pw";
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[derive(serde::Serialize)]
-struct File<'a> {
-    #[serde(flatten)]
-    config: SentinelConfig<'a>,
-    #[serde(flatten)]
-    peers: KnownPeers,
-}
 
 fn addr(subnet: &str, n: usize) -> String {
     format!("{subnet}.{}", n + 1)
 }
 
-fn start_redis(dir: &Path, subnet: &str, n: usize) -> Kill {
-    let a = addr(subnet, n);
-    let data = dir.join(format!("redis-{n}"));
-    std::fs::create_dir_all(&data).unwrap();
-    let mut cmd = Command::new("/usr/bin/redis-server");
-    cmd.args([
-        "--bind",
-        &a,
-        "--port",
-        "6379",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ])
-    .arg("--dir")
-    .arg(&data);
-    if n > 0 {
-        cmd.args(["--replicaof", &addr(subnet, 0), "6379"]);
-    }
-    Kill(
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server"),
+/// Unit `n`'s Redis (no password), a replica of unit 0's unless it is unit 0.
+fn start_redis(dir: &Path, subnet: &str, n: usize) -> Proc {
+    let primary = addr(subnet, 0);
+    let replicaof = (n > 0).then_some(primary.as_str());
+    redis_server(
+        &addr(subnet, n),
+        None,
+        replicaof,
+        &dir.join(format!("redis-{n}")),
     )
 }
 
 /// Render the charm's template for unit `n` of three, with or without the peer lines.
 fn render(subnet: &str, n: usize, with_peers: bool) -> String {
-    let tpl = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/sentinel.conf.j2"),
-    )
-    .unwrap();
     let units: Vec<String> = (0..3).map(|i| format!("{APP}/{i}")).collect();
     let own = addr(subnet, n);
     let primary = addr(subnet, 0);
@@ -86,52 +54,16 @@ fn render(subnet: &str, n: usize, with_peers: bool) -> String {
     } else {
         KnownPeers::default()
     };
-    redis_k8s::templates::render_str(
-        "sentinel.conf",
-        &tpl,
-        File {
-            config: SentinelConfig {
-                hostname: &own,
-                bind: &own,
-                master_name: APP,
-                sentinel_port: 26379,
-                redis_master: &primary,
-                redis_port: 6379,
-                quorum: 2,
-                down_after_ms: 1000,
-                failover_timeout_ms: 10000,
-                master_password: None,
-                sentinel_password: SPW,
-                log_level: "notice",
-            },
-            peers,
-        },
-    )
-    .unwrap()
+    render_sentinel_template(&own, 26379, &primary, SPW, peers)
 }
 
-fn start_sentinel(dir: &Path, subnet: &str, n: usize, with_peers: bool) -> Kill {
-    let path = dir.join(format!("sentinel-{n}.conf"));
-    std::fs::write(&path, render(subnet, n, with_peers)).unwrap();
-    Kill(
-        Command::new("/usr/bin/redis-sentinel")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-sentinel"),
+fn start_sentinel(dir: &Path, subnet: &str, n: usize, with_peers: bool) -> Proc {
+    sentinel_from_conf(
+        &render(subnet, n, with_peers),
+        &addr(subnet, n),
+        26379,
+        &dir.join(format!("sentinel-{n}.conf")),
     )
-}
-
-fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn role(a: &str) -> Option<String> {
@@ -159,8 +91,8 @@ fn primary_dies_then_sentinels_start(
     dir: &Path,
     subnet: &str,
     with_peers: bool,
-) -> (Vec<Kill>, Vec<Kill>) {
-    let mut redis: Vec<Kill> = (0..3).map(|n| start_redis(dir, subnet, n)).collect();
+) -> (Vec<Proc>, Vec<Proc>) {
+    let mut redis: Vec<Proc> = (0..3).map(|n| start_redis(dir, subnet, n)).collect();
     for n in 1..3 {
         eventually("replication up", Duration::from_secs(20), || {
             let mut c = RedisConn::connect(&addr(subnet, n), 6379, None).ok()?;
@@ -169,7 +101,7 @@ fn primary_dies_then_sentinels_start(
         });
     }
     drop(redis.remove(0));
-    let sentinels: Vec<Kill> = (0..3)
+    let sentinels: Vec<Proc> = (0..3)
         .map(|n| start_sentinel(dir, subnet, n, with_peers))
         .collect();
     for n in 0..3 {
@@ -251,35 +183,18 @@ fn fresh_sentinels_without_the_peer_lines_never_fail_over() {
 /// replicas and the sentinels of units 0 and 2 by their ids, under its own id.
 #[test]
 fn the_charm_renders_its_peers_into_sentinel_conf() {
-    use redis_k8s::charm::RedisK8sCharm;
-    use redis_k8s::ops::testing::harness::Scenario;
-    use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
-    use redis_k8s::ops::testing::world::{CharmMeta, HookInfo, World};
-    use std::sync::{Arc, Mutex};
+    use scenario_support::{containers, fqdn, run, scenario, world, SENTINEL_CONF, U0, U1};
 
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut w = World::new("scn");
-    w.add_app(APP, CharmMeta::load(repo).unwrap()).unwrap();
-    for _ in 0..3 {
-        w.add_unit(APP).unwrap();
-    }
-    w.set_leader("redis-k8s/0");
-    let w = Arc::new(Mutex::new(w));
-    let leader = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    Scenario::new(w.clone(), "redis-k8s/0", repo, &leader)
-        .run::<RedisK8sCharm>("hooks/leader-elected", HookInfo::default())
-        .unwrap();
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let r = Scenario::new(w.clone(), "redis-k8s/1", repo, &pebble)
-        .run::<RedisK8sCharm>("hooks/sentinel-pebble-ready", HookInfo::default())
-        .unwrap();
-    assert!(r.error.is_none(), "{:?}", r.error);
+    let w = world(3);
+    let leader = containers();
+    run(&mut scenario(&w, U0, &leader), "leader-elected");
+    let pebble = containers();
+    run(&mut scenario(&w, U1, &pebble), "sentinel-pebble-ready");
     let conf = pebble
         .get("sentinel")
-        .file("/etc/redis-server/sentinel.conf")
+        .file(SENTINEL_CONF)
         .map(|f| f.text())
         .expect("sentinel.conf pushed");
-    let fqdn = |n: usize| format!("{APP}-{n}.{APP}-endpoints.scn.svc.cluster.local");
     let want = [
         format!("sentinel myid {}", sentinel_id("scn", "redis-k8s/1")),
         format!("sentinel known-replica {APP} {} 6379", fqdn(1)),

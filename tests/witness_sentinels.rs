@@ -14,42 +14,23 @@
 //!
 //! Processes are killed by Drop guards.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod scenario_support;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use redis_k8s::redis_client::{value_to_map, value_to_string, RedisConn};
-use redis_k8s::sentinel::{sentinel_id, KnownPeers, KnownSentinel, SentinelConfig};
+use redis_k8s::sentinel::{sentinel_id, KnownPeers, KnownSentinel};
 use redis_k8s::witness::{witness_id, WITNESS_PORT};
+use scenario_support::{
+    eventually_some as eventually, redis_server, render_sentinel_template, sentinel_from_conf,
+    Proc, APP,
+};
 
-const APP: &str = "redis-k8s";
 const MODEL: &str = "wit";
 const SPW: &str = "sentinel-pw";
 const A: &str = "127.0.95.1";
 const B: &str = "127.0.95.2";
-
-struct Kill(Option<Child>);
-impl Kill {
-    fn stop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-impl Drop for Kill {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-#[derive(serde::Serialize)]
-struct File<'a> {
-    #[serde(flatten)]
-    config: SentinelConfig<'a>,
-    #[serde(flatten)]
-    peers: KnownPeers,
-}
 
 fn unit_of(host: &str) -> &'static str {
     if host == A {
@@ -67,31 +48,9 @@ fn other(host: &str) -> &'static str {
     }
 }
 
-fn start_redis(dir: &Path, host: &str, replicaof: Option<&str>) -> Kill {
-    let data = dir.join(format!("redis-{host}"));
-    std::fs::create_dir_all(&data).unwrap();
-    let mut cmd = Command::new("/usr/bin/redis-server");
-    cmd.args([
-        "--bind",
-        host,
-        "--port",
-        "6379",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ])
-    .arg("--dir")
-    .arg(&data);
-    if let Some(p) = replicaof {
-        cmd.args(["--replicaof", p, "6379"]);
-    }
-    Kill(Some(
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server"),
-    ))
+/// The unit's Redis on `host` (no password), a replica of `replicaof` when given.
+fn start_redis(dir: &Path, host: &str, replicaof: Option<&str>) -> Proc {
+    redis_server(host, None, replicaof, &dir.join(format!("redis-{host}")))
 }
 
 /// The sentinel peers as the charm renders them with two units: the other unit's sentinel,
@@ -126,53 +85,16 @@ fn peers(host: &str, primary: &str, witness: bool) -> KnownPeers {
     }
 }
 
-fn start_sentinel(dir: &Path, host: &str, primary: &str, witness: bool) -> Kill {
-    let tpl: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/sentinel.conf.j2");
-    let tpl = std::fs::read_to_string(tpl).unwrap();
+/// A unit sentinel (26379) or the witness (26380) on `host`, from the charm's template.
+fn start_sentinel(dir: &Path, host: &str, primary: &str, witness: bool) -> Proc {
     let port = if witness { WITNESS_PORT } else { 26379 };
-    let conf = redis_k8s::templates::render_str(
-        "sentinel.conf",
-        &tpl,
-        File {
-            config: SentinelConfig {
-                hostname: host,
-                bind: host,
-                master_name: APP,
-                sentinel_port: port,
-                redis_master: primary,
-                redis_port: 6379,
-                quorum: 2,
-                down_after_ms: 1000,
-                failover_timeout_ms: 10000,
-                master_password: None,
-                sentinel_password: SPW,
-                log_level: "notice",
-            },
-            peers: peers(host, primary, witness),
-        },
+    let conf = render_sentinel_template(host, port, primary, SPW, peers(host, primary, witness));
+    sentinel_from_conf(
+        &conf,
+        host,
+        port,
+        &dir.join(format!("sentinel-{host}-{port}.conf")),
     )
-    .unwrap();
-    let path = dir.join(format!("sentinel-{host}-{port}.conf"));
-    std::fs::write(&path, conf).unwrap();
-    Kill(Some(
-        Command::new("/usr/bin/redis-sentinel")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-sentinel"),
-    ))
-}
-
-fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn sentinel(host: &str, port: u16) -> Option<RedisConn> {
@@ -253,14 +175,14 @@ fn the_witness_moves_under_its_id_and_two_units_fail_over_both_ways() {
         witness_id(MODEL, APP),
     );
     // A primary, B replica; the witness on B.
-    let mut redis_a = start_redis(d, A, None);
+    let redis_a = start_redis(d, A, None);
     let _redis_b = start_redis(d, B, Some(A));
     eventually("replication up", Duration::from_secs(20), || {
         replication_up(B, A)
     });
-    let mut sent_a = start_sentinel(d, A, A, false);
-    let mut sent_b = start_sentinel(d, B, A, false);
-    let mut wit = start_sentinel(d, B, A, true);
+    let sent_a = start_sentinel(d, A, A, false);
+    let sent_b = start_sentinel(d, B, A, false);
+    let wit = start_sentinel(d, B, A, true);
     let t = Duration::from_secs(20);
     eventually("A's sentinel knows B's and the witness on B", t, || {
         knows_three(
@@ -279,8 +201,8 @@ fn the_witness_moves_under_its_id_and_two_units_fail_over_both_ways() {
 
     // A's pod dies: its Redis and sentinel. B's sentinel and the witness are 2 of 3.
     let t0 = Instant::now();
-    redis_a.stop();
-    sent_a.stop();
+    drop(redis_a);
+    drop(sent_a);
     eventually("B's sentinels promote B", Duration::from_secs(30), || {
         (primary_of(B, 26379).as_deref() == Some(B)
             && primary_of(B, WITNESS_PORT).as_deref() == Some(B)
@@ -294,7 +216,7 @@ fn the_witness_moves_under_its_id_and_two_units_fail_over_both_ways() {
 
     // The witness moves: stopped on B (now primary) first, then A's pod comes back as a
     // replica of B with its sentinel, and the witness starts on A under the same id.
-    wit.stop();
+    drop(wit);
     let _redis_a2 = start_redis(d, A, Some(B));
     eventually("A replicates B", Duration::from_secs(20), || {
         replication_up(A, B)
@@ -335,7 +257,7 @@ fn the_witness_moves_under_its_id_and_two_units_fail_over_both_ways() {
     // B's pod dies now: A's sentinel and the witness fail over back to A.
     let t2 = Instant::now();
     drop(_redis_b);
-    sent_b.stop();
+    drop(sent_b);
     eventually("A's sentinels promote A", Duration::from_secs(30), || {
         (primary_of(A, 26379).as_deref() == Some(A)
             && primary_of(A, WITNESS_PORT).as_deref() == Some(A)
