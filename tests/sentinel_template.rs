@@ -4,20 +4,15 @@
 //! options before monitor lines whatever their order in the file; older sentinels read the
 //! file top to bottom, so the template keeps them first.
 
+mod scenario_support;
+
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis_k8s::redis_client::RedisConn;
 use redis_k8s::sentinel::SentinelConfig;
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use scenario_support::{spawn, Proc};
 
 fn sentinel_binary() -> Option<&'static str> {
     ["/usr/bin/redis-sentinel", "/usr/bin/redis-server"]
@@ -51,22 +46,16 @@ fn render(bind: &str, port: u16) -> String {
     .unwrap()
 }
 
-fn start(conf: &str, dir: &Path) -> Kill {
+/// A sentinel from `conf` (not waited for: one test expects it to exit).
+fn start(conf: &str, dir: &Path) -> Proc {
     let path = dir.join("sentinel.conf");
     std::fs::write(&path, conf).unwrap();
     let bin = sentinel_binary().expect("redis-sentinel installed (the test command installs it)");
-    let mut cmd = Command::new(bin);
     if bin.ends_with("redis-server") {
-        cmd.arg(&path).arg("--sentinel");
+        spawn(bin, &[path.as_os_str(), OsStr::new("--sentinel")])
     } else {
-        cmd.arg(&path);
+        spawn(bin, &[path.as_os_str()])
     }
-    Kill(
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
 }
 
 #[test]
