@@ -6,6 +6,7 @@
 //! `prometheus-redis-exporter` exports from a real primary and replica. See
 //! `src/dashboards.rs`.
 
+mod cos_support;
 mod scenario_support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cos_support::*;
 use redis_k8s::dashboards::{DASHBOARDS, KEY_DASHBOARDS};
 use redis_k8s::ops::testing::world::{CharmMeta, HookInfo, World};
 use scenario_support::*;
@@ -503,112 +505,6 @@ fn the_selector_parser_sees_every_metric() {
 
 // ----- against a real exporter --------------------------------------------------------------
 
-/// Wait (up to 20 s) until `f` holds.
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// Metric names in a Prometheus text exposition.
-fn metric_names(body: &str) -> BTreeSet<String> {
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter(|l| l.starts_with("redis_"))
-        .map(|l| l.split(['{', ' ']).next().unwrap_or("").to_string())
-        .collect()
-}
-
-const EXPORTER: &str = "/usr/bin/prometheus-redis-exporter";
-const PROMETHEUS: &str = "/usr/bin/prometheus";
-
-/// A real primary (AOF on, maxmemory set) and replica on `<net>.1` and `<net>.2`, each with
-/// a `prometheus-redis-exporter` on port 9121; the primary holds keys with and without a
-/// TTL. Every process dies with the fleet.
-struct Fleet {
-    hosts: [String; 2],
-    primary: redis::Connection,
-    _procs: Vec<Proc>,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-impl Fleet {
-    fn start(net: &str) -> Fleet {
-        let hosts = [format!("{net}.1"), format!("{net}.2")];
-        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-        let mut procs = Vec::new();
-        for (i, host) in hosts.iter().enumerate() {
-            let dir = dirs[i].path().display().to_string();
-            let mut args = vec![
-                "--bind", host, "--port", "6379", "--save", "", "--dir", &dir,
-            ];
-            if i == 0 {
-                args.extend(["--appendonly", "yes", "--maxmemory", "100mb"]);
-            } else {
-                args.extend(["--replicaof", &hosts[0], "6379"]);
-            }
-            procs.push(spawn("redis-server", &args));
-            wait_port(host, 6379);
-        }
-        let mut primary = redis::Client::open(format!("redis://{}:6379", hosts[0]))
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        let _: () = redis::cmd("SET")
-            .arg("k")
-            .arg("v")
-            .query(&mut primary)
-            .unwrap();
-        let _: () = redis::cmd("SET")
-            .arg("t")
-            .arg("v")
-            .arg("EX")
-            .arg(600)
-            .query(&mut primary)
-            .unwrap();
-        let mut replica = redis::Client::open(format!("redis://{}:6379", hosts[1]))
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        wait_for("the replica's link", || {
-            redis::cmd("INFO")
-                .arg("replication")
-                .query::<String>(&mut replica)
-                .is_ok_and(|i| i.contains("master_link_status:up"))
-        });
-        for host in &hosts {
-            procs.push(spawn(
-                EXPORTER,
-                &[
-                    format!("--redis.addr=redis://{host}:6379"),
-                    format!("--web.listen-address={host}:9121"),
-                ],
-            ));
-            wait_port(host, 9121);
-        }
-        let mut fleet = Fleet {
-            hosts,
-            primary,
-            _procs: procs,
-            _dirs: dirs.into(),
-        };
-        fleet.lookups();
-        fleet
-    }
-
-    /// Key lookups on the primary: one hit, one miss.
-    fn lookups(&mut self) {
-        for key in ["k", "missing"] {
-            let _: Option<String> = redis::cmd("GET").arg(key).query(&mut self.primary).unwrap();
-        }
-    }
-}
-
 /// Every metric a panel queries is one that `prometheus-redis-exporter` exports from a real
 /// primary (AOF on, a connected replica, keys with and without TTL, hits and misses) and a
 /// real replica: the union of both scrapes.
@@ -663,40 +559,6 @@ fn every_panel_metric_is_exported_by_a_real_exporter() {
     }
 }
 
-/// `application/x-www-form-urlencoded` for a query parameter.
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// One Prometheus instant query over HTTP/1.0; the parsed JSON answer (query errors
-/// included), or the raw reply when it is not JSON (e.g. 503 while Prometheus starts).
-fn try_prom_query(addr: &str, query: &str) -> Result<serde_json::Value, String> {
-    use std::io::Read as _;
-    let mut s = std::net::TcpStream::connect(addr).expect("prometheus listens");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /api/v1/query?query={} HTTP/1.0\r\nHost: {addr}\r\n\r\n",
-        form_encode(query)
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    serde_json::from_str(body).map_err(|e| format!("{e}: {out}"))
-}
-
-fn prom_query(addr: &str, query: &str) -> serde_json::Value {
-    try_prom_query(addr, query).unwrap_or_else(|e| panic!("{query}: {e}"))
-}
-
 /// A real Prometheus scrapes the two exporters with the Juju topology labels the
 /// prometheus_scrape relation gives them; every panel query, with the dropdowns set to "All"
 /// (`.*`) and `$__rate_interval` to a minute, parses and returns at least one series, and
@@ -709,26 +571,8 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
         return;
     }
     let mut fleet = Fleet::start("127.0.97");
-    let prom_addr = "127.0.97.3:9090";
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = String::from("global:\n  scrape_interval: 1s\nscrape_configs:\n");
-    for (n, host) in fleet.hosts.iter().enumerate() {
-        config.push_str(&format!(
-            "  - job_name: redis-{n}\n    static_configs:\n      - targets: [\"{host}:9121\"]\n        \
-             labels: {{juju_model: scn, juju_model_uuid: 0a1b, juju_application: {APP}, juju_unit: \"{APP}/{n}\"}}\n"
-        ));
-    }
-    let config_path = dir.path().join("prometheus.yml");
-    std::fs::write(&config_path, config).unwrap();
-    let _prometheus = spawn(
-        PROMETHEUS,
-        &[
-            format!("--config.file={}", config_path.display()),
-            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-            format!("--web.listen-address={prom_addr}"),
-        ],
-    );
-    wait_port("127.0.97.3", 9090);
+    let prometheus = Prometheus::start(&fleet, "127.0.97.3", None);
+    let prom_addr = prometheus.addr.as_str();
     // Three scrapes of both targets, with lookups between them (the hit ratio is a rate).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -6,6 +6,7 @@
 //! (`tests/cos_support/alert_rules_test.yaml`) to fire after its `for` and stay silent
 //! otherwise. See `src/metrics.rs`.
 
+mod cos_support;
 mod scenario_support;
 
 use std::collections::BTreeMap;
@@ -13,7 +14,9 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use cos_support::*;
 use redis_k8s::metrics::{alert_rules, ALERT_RULE_FILES};
 use redis_k8s::ops::testing::world::{CharmMeta, HookInfo, World};
 use scenario_support::*;
@@ -389,14 +392,30 @@ sys.stdout.write(json.dumps({"groups": groups} if groups else {}))
 /// `annotations` is false (for `promtool test rules`, whose alerts would otherwise have to
 /// spell out every rendered annotation).
 fn write_rules_file(dir: &Path, file: &str, annotations: bool) -> std::path::PathBuf {
-    let raw = alert_rules(LAB_MODEL, LAB_UUID, APP).unwrap().dumps();
+    write_rules(dir, file, LAB_MODEL, LAB_UUID, annotations, false)
+}
+
+/// [`write_rules_file`] for any model uuid (the model is `scn` or `lab`), optionally with
+/// every `for` set to `0s` (a test-only derivation: a real Prometheus then fires as soon as
+/// an expression holds, instead of after minutes).
+fn write_rules(
+    dir: &Path,
+    file: &str,
+    model: &str,
+    uuid: &str,
+    annotations: bool,
+    zero_for: bool,
+) -> std::path::PathBuf {
+    let raw = alert_rules(model, uuid, APP).unwrap().dumps();
     let script = format!(
         "import json, sys, yaml\n\
          rules = json.loads(sys.stdin.read())\n\
-         if not {keep}:\n    \
-             [r.pop('annotations', None) for g in rules['groups'] for r in g['rules']]\n\
+         for r in [r for g in rules['groups'] for r in g['rules']]:\n    \
+             if not {keep}: r.pop('annotations', None)\n    \
+             if {zero}: r['for'] = '0s'\n\
          sys.stdout.write(yaml.safe_dump(rules))\n",
-        keep = if annotations { "True" } else { "False" }
+        keep = if annotations { "True" } else { "False" },
+        zero = if zero_for { "True" } else { "False" },
     );
     let path = dir.join(file);
     std::fs::write(&path, python(&script, &raw)).unwrap();
@@ -472,4 +491,157 @@ fn promtool_unit_tests_prove_every_rule() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("SUCCESS"), "{text}");
+}
+
+/// Identifiers directly followed by `{` in a PromQL expression: the metrics it selects
+/// (every selector of ours carries the topology matchers, so none is bare).
+fn selected_metrics(expr: &str) -> Vec<String> {
+    let b = expr.as_bytes();
+    let mut out = Vec::new();
+    for (i, _) in expr.match_indices('{') {
+        let mut j = i;
+        while j > 0 && (b[j - 1].is_ascii_alphanumeric() || b[j - 1] == b'_' || b[j - 1] == b':') {
+            j -= 1;
+        }
+        if j < i {
+            out.push(expr[j..i].to_string());
+        }
+    }
+    out
+}
+
+/// The alerts firing in `prom` now: (alertname, juju_unit or "") pairs.
+fn firing(prom: &Prometheus) -> Vec<(String, String)> {
+    let Ok(v) = prom.get("/api/v1/alerts") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = v["data"]["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["state"] == "firing")
+        .map(|a| {
+            let l = &a["labels"];
+            (
+                l["alertname"].as_str().unwrap_or("").to_string(),
+                l["juju_unit"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A real Prometheus scraping real exporters of a real primary and replica, with our rules
+/// loaded as prometheus-k8s writes them (every `for` set to 0s): every rule evaluates
+/// without error and only names metrics the exporters export; nothing fires while the pair
+/// is healthy; killing the primary's redis-server fires RedisDown for it, RedisNoPrimary
+/// and RedisReplicaLinkDown for the replica; killing the replica's then fires RedisDown for
+/// it too. Skipped without `/usr/bin/prometheus` and the exporter.
+#[test]
+fn a_real_prometheus_fires_the_rules_when_redis_servers_die() {
+    if !Path::new(EXPORTER).exists() || !Path::new(PROMETHEUS).exists() {
+        eprintln!("skipping: {EXPORTER} or {PROMETHEUS} not installed");
+        return;
+    }
+    let mut fleet = Fleet::start("127.0.94");
+    // Every metric a rule selects is exported by one of the two (`up` is Prometheus's own).
+    let mut exported = std::collections::BTreeSet::from(["up".to_string()]);
+    for host in &fleet.hosts {
+        exported.extend(metric_names(&scrape(host, 9121)));
+    }
+    let raw = alert_rules("scn", PROM_MODEL_UUID, APP).unwrap().dumps();
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    for rule in v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+    {
+        let expr = rule["expr"].as_str().unwrap();
+        let metrics = selected_metrics(expr);
+        assert!(!metrics.is_empty(), "{expr}");
+        for m in metrics {
+            assert!(
+                exported.contains(&m),
+                "{}: {m} is not exported",
+                rule["alert"]
+            );
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write_rules(
+        dir.path(),
+        "scn_0a1b_redis-k8s.rules",
+        "scn",
+        PROM_MODEL_UUID,
+        true,
+        true,
+    );
+    let prom = Prometheus::start(&fleet, "127.0.94.3", Some(&rules));
+    // Both targets scraped a few times and every rule evaluated, healthy.
+    wait_for_within(
+        "scrapes and rule evaluations",
+        Duration::from_secs(30),
+        || {
+            fleet.lookups();
+            let scraped = prom
+                .try_query("count_over_time(redis_up[1m]) >= 3")
+                .map(|r| r["data"]["result"].as_array().map_or(0, |a| a.len()) == 2)
+                .unwrap_or(false);
+            let rules = prom.get("/api/v1/rules").unwrap_or_default();
+            let all: Vec<&serde_json::Value> = rules["data"]["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+                .collect();
+            scraped
+                && all.len() == 12
+                && all.iter().all(|r| {
+                    r["health"] == "ok"
+                        && r["lastEvaluation"]
+                            .as_str()
+                            .is_some_and(|t| !t.starts_with("0001"))
+                })
+        },
+    );
+    let rules = prom.get("/api/v1/rules").unwrap();
+    let groups: Vec<&str> = rules["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            "scn_0a1b_redis_k8s_availability_alerts",
+            "scn_0a1b_redis_k8s_resources_alerts"
+        ]
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(firing(&prom), [], "alerts on a healthy primary and replica");
+
+    let (u0, u1) = (format!("{APP}/0"), format!("{APP}/1"));
+    fleet.kill_redis(0);
+    let want = vec![
+        ("RedisDown".to_string(), u0.clone()),
+        ("RedisNoPrimary".to_string(), String::new()),
+        ("RedisReplicaLinkDown".to_string(), u1.clone()),
+    ];
+    wait_for_within("the primary's alerts", Duration::from_secs(30), || {
+        firing(&prom) == want
+    });
+
+    fleet.kill_redis(1);
+    wait_for_within("the replica's RedisDown", Duration::from_secs(30), || {
+        firing(&prom)
+            == vec![
+                ("RedisDown".to_string(), u0.clone()),
+                ("RedisDown".to_string(), u1.clone()),
+                ("RedisNoPrimary".to_string(), String::new()),
+            ]
+    });
 }
