@@ -5,7 +5,7 @@
 //!
 //! Why it can fail: replication is asynchronous and a replica's first full sync (the
 //! primary's diskless sync waits 5 s for more replicas first) may still be under way when
-//! the hooks go idle. Before `juju-local wait` also waited for replication
+//! the hooks go idle. Before `juju-local deploy --wait` also waited for replication
 //! (`src/sim/model/replication.rs`), the deploy could return with a replica still syncing; a
 //! write then and a kill moments later lost the key when Sentinel promoted that replica (one
 //! demo run in two). So the assertions: at the moment `deploy --wait` returns, both replicas'
@@ -99,8 +99,8 @@ fn a_key_written_right_after_deploy_survives_the_primary_crash() {
          {new_primary}\n{}",
         m.logs_tail(30)
     );
-    // The killed pod comes back as a replica and has the key too.
-    m.ok(&["wait", "--timeout", "180"]);
+    // The killed pod comes back as a replica and, once in sync, has the key too.
+    m.ok(&["wait", "--replicated", "--timeout", "180"]);
     let (again, _) = m.wait_roles(2, None, 90);
     assert_eq!(
         again, new_primary,
@@ -115,7 +115,8 @@ fn a_key_written_right_after_deploy_survives_the_primary_crash() {
 
     // Deterministically: a replica forced into a full resync behind the hooks' back (its
     // own history, so the primary cannot serve a partial one; the diskless sync then waits
-    // 5 s) holds `wait` until its link is up again. Before, `wait` returned at once.
+    // 5 s) holds `wait --replicated` (what `deploy --wait` does) until its link is up again.
+    // Before, the wait returned at once.
     let full_syncs = || {
         common::redis(&naddr, 6379, Some(&pw), &[&["INFO", "stats"]])
             .and_then(|r| r.first().map(common::Resp::text))
@@ -146,7 +147,7 @@ fn a_key_written_right_after_deploy_survives_the_primary_crash() {
         replies.iter().all(|r| r.text().starts_with("OK")),
         "{replies:?}"
     );
-    m.ok(&["wait", "--timeout", "60"]);
+    m.ok(&["wait", "--replicated", "--timeout", "60"]);
     let info = replication(&old_addr, &pw);
     assert!(
         info.contains("master_link_status:up"),

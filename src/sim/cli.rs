@@ -173,11 +173,14 @@ pub enum Cmd {
         #[arg(long)]
         container: Option<String>,
     },
-    /// Block until every unit is idle and none is in error, and every Redis replica has its
-    /// link up and has caught up with its primary ("deployed" means "replicated").
+    /// Block until every unit is idle and none is in error.
     Wait {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Also until every Redis replica has its link up and has caught up with its primary
+        /// (what `deploy --wait` waits for).
+        #[arg(long)]
+        replicated: bool,
     },
     /// Stop everything and remove the model directory.
     Down,
@@ -198,8 +201,8 @@ pub enum Cmd {
 /// `--wait` and its timeout.
 #[derive(Debug, clap::Args)]
 pub struct WaitArgs {
-    /// Block until the model settles (all queues idle, no unit in error, and every Redis
-    /// replica in sync with its primary).
+    /// Block until the model settles (all queues idle, no unit in error; for `deploy`, also
+    /// every Redis replica in sync with its primary).
     #[arg(long)]
     pub wait: bool,
     /// Seconds to wait with --wait.
@@ -392,12 +395,15 @@ fn start_daemon(
     }
 }
 
-fn wait_if(dir: &ModelDir, w: &WaitArgs) -> CliResult<()> {
+/// `--wait`: until the model settles; `replicated` (deploy: "deployed" means "replicated")
+/// also until every Redis replica is in sync.
+fn wait_if(dir: &ModelDir, w: &WaitArgs, replicated: bool) -> CliResult<()> {
     if w.wait {
         request(
             dir,
             &Request::Wait {
                 timeout_secs: w.timeout,
+                replicated,
             },
         )?;
     }
@@ -482,12 +488,12 @@ fn run(cli: Cli) -> CliResult<i32> {
                     return Err(e);
                 }
             }
-            wait_if(&t.dir, &wait)?;
+            wait_if(&t.dir, &wait, true)?;
             Ok(0)
         }
         Cmd::Scale { app, units, wait } => {
             request(&t.dir, &Request::Scale { app, units })?;
-            wait_if(&t.dir, &wait)?;
+            wait_if(&t.dir, &wait, false)?;
             Ok(0)
         }
         Cmd::KillPod {
@@ -515,7 +521,7 @@ fn run(cli: Cli) -> CliResult<i32> {
                     grace_ms,
                 },
             )?;
-            wait_if(&t.dir, &wait)?;
+            wait_if(&t.dir, &wait, false)?;
             Ok(0)
         }
         Cmd::Refresh {
@@ -551,12 +557,12 @@ fn run(cli: Cli) -> CliResult<i32> {
                     grace_ms,
                 },
             )?;
-            wait_if(&t.dir, &wait)?;
+            wait_if(&t.dir, &wait, false)?;
             Ok(0)
         }
         Cmd::Relate { a, b, wait } => {
             request(&t.dir, &Request::Relate { a, b })?;
-            wait_if(&t.dir, &wait)?;
+            wait_if(&t.dir, &wait, false)?;
             Ok(0)
         }
         Cmd::Config {
@@ -569,7 +575,7 @@ fn run(cli: Cli) -> CliResult<i32> {
             if show {
                 print!("{}", serde_yaml::to_string(&v).unwrap_or_default());
             }
-            wait_if(&t.dir, &wait)?;
+            wait_if(&t.dir, &wait, false)?;
             Ok(0)
         }
         Cmd::AttachResource {
@@ -578,7 +584,7 @@ fn run(cli: Cli) -> CliResult<i32> {
             wait,
         } => {
             request(&t.dir, &Request::AttachResource { app, resources })?;
-            wait_if(&t.dir, &wait)?;
+            wait_if(&t.dir, &wait, false)?;
             Ok(0)
         }
         Cmd::Run {
@@ -664,11 +670,15 @@ fn run(cli: Cli) -> CliResult<i32> {
             println!("{}", tail(&path, lines));
             Ok(0)
         }
-        Cmd::Wait { timeout } => {
+        Cmd::Wait {
+            timeout,
+            replicated,
+        } => {
             request(
                 &t.dir,
                 &Request::Wait {
                     timeout_secs: timeout,
+                    replicated,
                 },
             )?;
             Ok(0)

@@ -441,9 +441,10 @@ impl Daemon {
             } => self.run_action(&unit, &action, &params, progress),
             Request::ShowUnit { unit } => self.show_unit(&unit),
             Request::Status => serde_json::to_value(self.snapshot(true)).map_err(|e| e.to_string()),
-            Request::Wait { timeout_secs } => {
-                self.wait_settled(Duration::from_secs(timeout_secs), progress)
-            }
+            Request::Wait {
+                timeout_secs,
+                replicated,
+            } => self.wait_settled(Duration::from_secs(timeout_secs), replicated, progress),
             Request::Shutdown => Ok(json!({})),
         }
     }
@@ -1199,7 +1200,14 @@ impl Daemon {
         serde_json::to_value(outcome).map_err(|e| e.to_string())
     }
 
-    fn wait_settled(&self, timeout: Duration, progress: &dyn Fn(String)) -> OpResult<Value> {
+    /// Until no hook is queued or running and no unit is in error; with `replicated`, also
+    /// until every Redis replica is in sync ([`CatchUp`]).
+    fn wait_settled(
+        &self,
+        timeout: Duration,
+        replicated: bool,
+        progress: &dyn Fn(String),
+    ) -> OpResult<Value> {
         let deadline = Instant::now() + timeout;
         let mut last_report = Instant::now();
         let mut quiet_since: Option<Instant> = None;
@@ -1220,7 +1228,7 @@ impl Daemon {
                     }
                 })
                 .collect();
-            if unsettled.is_empty() && busy == 0 {
+            if replicated && unsettled.is_empty() && busy == 0 {
                 // Hooks idle: then the data must be replicated too (see `replication`).
                 unsettled = self.replication_lagging(&units, &mut catch_up);
             }

@@ -62,6 +62,9 @@ pub enum Request {
     },
     Wait {
         timeout_secs: u64,
+        /// Also wait until every Redis replica is in sync ([`super::replication`]).
+        #[serde(default)]
+        replicated: bool,
     },
     Shutdown,
 }
