@@ -11,12 +11,13 @@
 //! No kubelet runs, so the pods the charm labels are created here and stay Pending, which is
 //! all labels and Services need.
 
+mod scenario_support;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -26,42 +27,20 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use redis_k8s::charm::RedisK8sCharm;
 use redis_k8s::k8s::{self, ApiSource, Desired, Role, ROLE_LABEL};
 use redis_k8s::literals::PRIMARY_CHANGED_NOTICE;
-use redis_k8s::ops::context::JujuContext;
-use redis_k8s::ops::framework::{dispatch, Framework};
 use redis_k8s::ops::hookcmds::StatusName;
 use redis_k8s::ops::testing::harness::Scenario;
 use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
-use redis_k8s::ops::testing::world::{CharmMeta, HookInfo, World};
+use scenario_support::{fqdn, repo, run as hook, run_with_env, set_bag, world, Proc, APP};
 
-const APP: &str = "redis-k8s";
-/// The Scenario world's model name, hence the namespace the charm writes to.
+/// The Scenario world's model name ([`world`]'s), hence the namespace the charm writes to.
 const NS: &str = "scn";
 const ADMIN_TOKEN: &str = "admin-token-for-tests-only";
 const NOBODY_TOKEN: &str = "nobody-token-for-tests-only";
 /// A user RBAC lets manage Services and pods in [`NS`] but not read StatefulSets (a trust
 /// narrower than `--scope=cluster`).
 const NARROW_TOKEN: &str = "narrow-token-for-tests-only";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fqdn(n: usize) -> String {
-    format!("{APP}-{n}.{APP}-endpoints.{NS}.svc.cluster.local")
-}
-
-/// A process killed (and reaped) when dropped, whatever the test did.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// etcd + kube-apiserver in a temp dir, with kubeconfigs for an admin and for a user that
 /// RBAC grants nothing. Fields drop in order: the apiserver first, then etcd, then the dir.
@@ -474,53 +453,21 @@ fn assert_service(svc: &Service, role: &str) {
     );
 }
 
-fn world() -> Arc<Mutex<World>> {
-    let mut w = World::new(NS);
-    w.add_app(APP, CharmMeta::load(repo()).expect("charm metadata"))
-        .unwrap();
-    for _ in 0..3 {
-        w.add_unit(APP).unwrap();
-    }
-    w.set_leader("redis-k8s/0");
-    Arc::new(Mutex::new(w))
-}
-
-fn hook(s: &mut Scenario<'_>, name: &str) {
-    let r = s
-        .run::<RedisK8sCharm>(&format!("hooks/{name}"), HookInfo::default())
-        .unwrap();
-    assert!(r.error.is_none(), "{name}: {:?}", r.error);
-}
-
-/// Run `sentinel-pebble-custom-notice` with `key` as Juju would (the harness has no notice
-/// fields, so they are added to its environment here) and commit it.
+/// Run `sentinel-pebble-custom-notice` with `key` as Juju would and check that it succeeded
+/// (and was committed).
 fn notice(s: &mut Scenario<'_>, key: &str) {
-    let dispatch_path = "hooks/sentinel-pebble-custom-notice";
-    let info = HookInfo {
-        hook_name: "sentinel-pebble-custom-notice".into(),
-        ..HookInfo::default()
-    };
-    let mut env = s.env(dispatch_path, &info);
-    env.insert("JUJU_NOTICE_ID".into(), "7".into());
-    env.insert("JUJU_NOTICE_TYPE".into(), "custom".into());
-    env.insert("JUJU_NOTICE_KEY".into(), key.into());
-    let ctx = JujuContext::from_map(&env).expect("notice context");
-    let session = World::session(&s.world, &s.unit, info);
-    let mut fw = Framework::new(&ctx, &session, s.pebble, s.state.stored.clone());
-    let mut charm = RedisK8sCharm::default();
-    let outcome = dispatch(&mut charm, &mut fw);
-    let data = fw.into_data();
-    outcome.unwrap_or_else(|e| panic!("custom notice {key}: {e}"));
-    s.state.stored = data;
-    session.commit().expect("commit");
-}
-
-fn set_leader_host(w: &Arc<Mutex<World>>, host: &str) {
-    let mut w = w.lock().unwrap();
-    let id = w.peer_relation_id(APP, "redis-peers").unwrap();
-    let mut bag = w.relation_data(id, APP);
-    bag.insert("leader-host".into(), host.into());
-    w.set_relation_data(id, APP, bag);
+    assert!(
+        run_with_env(
+            s,
+            "sentinel-pebble-custom-notice",
+            &[
+                ("JUJU_NOTICE_ID", "7"),
+                ("JUJU_NOTICE_TYPE", "custom"),
+                ("JUJU_NOTICE_KEY", key),
+            ],
+        ),
+        "custom notice {key}"
+    );
 }
 
 /// One test, in steps, because the charm reads `KUBECONFIG` from the process environment
@@ -680,7 +627,7 @@ fn the_leader_keeps_role_services_and_pod_labels_current_and_reports_missing_tru
     }
 
     // 2. Whole hooks through the Scenario harness, as the admin.
-    let w = world();
+    let w = world(3);
     let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
     let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
     // leader-elected records leader-host = unit 0 and mirrors it at once.
@@ -695,13 +642,13 @@ fn the_leader_keeps_role_services_and_pod_labels_current_and_reports_missing_tru
 
     // The recorded primary moves to unit 1 (no sentinel answers in a scenario, so the
     // record stands); update-status, the fallback, flips the labels.
-    set_leader_host(&w, &fqdn(1));
+    set_bag(&w, APP, &[("leader-host", &fqdn(1))]);
     hook(&mut s, "update-status");
     assert_eq!(admin.roles(), roles(1));
 
     // A non-leader writes nothing.
     let mut s1 = Scenario::new(w.clone(), "redis-k8s/1", repo(), &pebble);
-    set_leader_host(&w, &fqdn(2));
+    set_bag(&w, APP, &[("leader-host", &fqdn(2))]);
     hook(&mut s1, "update-status");
     assert_eq!(admin.roles(), roles(1));
 
@@ -715,7 +662,7 @@ fn the_leader_keeps_role_services_and_pod_labels_current_and_reports_missing_tru
     // 3. Without trust: RBAC answers 403, the hook still succeeds, the status says how to
     // fix it, nothing was written.
     std::env::set_var("KUBECONFIG", &cluster.nobody_kubeconfig);
-    set_leader_host(&w, &fqdn(0));
+    set_bag(&w, APP, &[("leader-host", &fqdn(0))]);
     let err = k8s::reconcile(
         ApiSource::Kubeconfig,
         &Desired::new(APP, NS, Some(&fqdn(0))),
