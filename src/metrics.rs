@@ -249,6 +249,16 @@ fn promql_string(s: &str) -> String {
 ///   where each selector's matchers go gives the expression cos-tool would produce, with or
 ///   without it; prometheus-k8s re-injecting the same matchers on its side changes nothing.
 pub fn alert_rules(model: &str, model_uuid: &str, app: &str) -> Result<PyJson, AlertRulesError> {
+    render_alert_rules(ALERT_RULE_FILES, model, model_uuid, app)
+}
+
+/// [`alert_rules`] over any set of files (the tests feed it broken ones).
+fn render_alert_rules(
+    files: &[RuleFile],
+    model: &str,
+    model_uuid: &str,
+    app: &str,
+) -> Result<PyJson, AlertRulesError> {
     let identifier = topology_identifier(model, model_uuid, app);
     let topology_labels = [
         ("juju_model", model),
@@ -262,7 +272,7 @@ pub fn alert_rules(model: &str, model_uuid: &str, app: &str) -> Result<PyJson, A
         .collect::<Vec<_>>()
         .join(",");
     let mut groups = Vec::new();
-    for file in ALERT_RULE_FILES {
+    for file in files {
         let doc: serde_yaml::Value =
             serde_yaml::from_str(file.text).map_err(|source| AlertRulesError::Yaml {
                 file: file.name,
@@ -484,6 +494,91 @@ mod tests {
         // Valid JSON for any consumer.
         let parsed: serde_json::Value = serde_json::from_str(&scrape_jobs().dumps()).unwrap();
         assert_eq!(parsed[0]["static_configs"][0]["targets"][0], "*:9121");
+    }
+
+    #[test]
+    fn identifier_and_group_names_are_the_librarys() {
+        assert_eq!(
+            topology_identifier("prod", "0a1b2c3d-0000-4000-8000-000000000000", "redis-k8s"),
+            "prod_0a1b2c3d_redis-k8s"
+        );
+        assert_eq!(topology_identifier("m", "0a1b", "a/b"), "m_0a1b_a_b");
+        assert_eq!(
+            sanitize_group_name("m-1_0a1b_r.k8s:x_alerts"),
+            "m_1_0a1b_r_k8s:x_alerts"
+        );
+    }
+
+    fn render(text: &'static str) -> Result<String, AlertRulesError> {
+        render_alert_rules(
+            &[RuleFile {
+                name: "t.rules",
+                text,
+            }],
+            "m",
+            "u-1",
+            "app",
+        )
+        .map(|v| v.dumps())
+    }
+
+    /// A rule without labels gets the topology's; a rule's own `juju_*` label wins; an
+    /// expression without the placeholder is left alone; no files, no groups: `{}`.
+    #[test]
+    fn labels_are_added_not_overridden() {
+        let out = render(
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: 'x{%%juju_topology%%} > 1'\n  - alert: B\n    expr: y > 1\n    labels:\n      juju_model: mine\n",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            r#"{"groups": [{"name": "m_u_1_app_g_alerts", "rules": [{"alert": "A", "expr": "x{juju_model=\"m\",juju_model_uuid=\"u-1\",juju_application=\"app\"} > 1", "labels": {"juju_model": "m", "juju_model_uuid": "u-1", "juju_application": "app", "juju_charm": "redis-k8s"}}, {"alert": "B", "expr": "y > 1", "labels": {"juju_model": "mine", "juju_model_uuid": "u-1", "juju_application": "app", "juju_charm": "redis-k8s"}}]}]}"#
+        );
+        assert_eq!(
+            render_alert_rules(&[], "m", "u", "a").unwrap().dumps(),
+            NO_ALERT_RULES
+        );
+        assert_eq!(promql_string("a\"b\\c"), r#""a\"b\\c""#);
+    }
+
+    /// A broken file is an error naming it, never a panic or a silently different value
+    /// (an unquoted number would dump differently from Python).
+    #[test]
+    fn broken_rule_files_are_errors() {
+        for (text, want) in [
+            ("groups: [", "invalid YAML"),
+            ("rules: []", "no `groups` list"),
+            (
+                "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: x\n    for: 5\n",
+                "quote it",
+            ),
+            (
+                "groups:\n- name: g\n  rules:\n  - alert: A\n",
+                "without a string `expr`",
+            ),
+            ("groups:\n- name: g\n", "needs a `name` and a `rules` list"),
+            ("groups:\n- rules: []\n", "needs a `name`"),
+            (
+                "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: x\n    labels: [a]\n",
+                "not a mapping",
+            ),
+        ] {
+            let err = render(text).unwrap_err().to_string();
+            assert!(err.starts_with("alert rule file t.rules: "), "{err}");
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    /// Our own files render (the charm never meets an error at run time).
+    #[test]
+    fn our_rule_files_render() {
+        let v = alert_rules("m", "0a1b2c3d-e", "redis-k8s").unwrap().dumps();
+        let parsed: serde_json::Value = serde_json::from_str(&v).unwrap();
+        assert_eq!(
+            parsed["groups"].as_array().map(Vec::len),
+            Some(ALERT_RULE_FILES.len())
+        );
+        assert!(!v.contains(TOPOLOGY_PLACEHOLDER));
     }
 
     #[test]
