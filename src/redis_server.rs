@@ -391,7 +391,17 @@ pub fn record_replica_link(
                     return Ok(None);
                 }
                 let up = info.get("master_link_status").map(String::as_str) == Some("up");
-                let syncing = info.get("master_sync_in_progress").map(String::as_str) == Some("1");
+                // A first sync is under way also while `master_sync_in_progress` is still 0:
+                // during the primary's `repl-diskless-sync-delay` (5 s) the replica waits for
+                // the `+FULLRESYNC` answer, and INFO only shows that it has never had a link
+                // since it started (`master_link_down_since_seconds:-1`). Giving up after the
+                // short connect wait then recorded `down` with no later hook to correct it,
+                // so min-replicas stayed off until update-status.
+                let syncing = info.get("master_sync_in_progress").map(String::as_str) == Some("1")
+                    || info
+                        .get("master_link_down_since_seconds")
+                        .map(String::as_str)
+                        == Some("-1");
                 if up || start.elapsed() >= if syncing { sync } else { connect } {
                     return Ok(Some(ReplicaLink {
                         up,

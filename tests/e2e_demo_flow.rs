@@ -82,6 +82,29 @@ fn a_key_written_right_after_deploy_survives_the_primary_crash() {
         described()
     );
 
+    // Each replica also recorded its link as up in its peer unit data, which the primary's
+    // min-replicas follows: the first-start hook waits through the primary's diskless-sync
+    // delay (INFO shows `master_sync_in_progress:0` then) instead of recording `down` after
+    // the 2 s connect wait, with no later hook to correct it.
+    let shown = m.show(&old_primary);
+    let peers = shown[old_primary.as_str()]["relation-info"]
+        .as_sequence()
+        .and_then(|r| r.iter().find(|r| r["endpoint"] == "redis-peers"))
+        .cloned()
+        .unwrap_or_default();
+    for (unit, role, _) in &views {
+        if role == "replica" {
+            let link = peers["units"][unit.as_str()]["replica-link"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                link.starts_with("up "),
+                "{unit}'s replica-link is {link:?} when deploy --wait returned\n{}",
+                m.logs_tail(40)
+            );
+        }
+    }
+
     // The demo: write, then kill the primary's pod at once.
     let replies = common::redis(&paddr, 6379, Some(&pw), &[&["SET", "demo-key", "written"]])
         .expect("SET on the primary");
