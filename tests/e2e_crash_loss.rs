@@ -15,7 +15,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{members, Model, Writer, APP, CHARM_BIN};
+use common::{members, Model, Writer, APP};
 
 const KEY: &str = "crash-writes";
 /// `min-replicas-max-lag` as the charm sets it by default (seconds).
@@ -24,21 +24,7 @@ const MAX_LAG: Duration = Duration::from_secs(10);
 #[test]
 fn a_crashed_primary_loses_only_the_last_unreplicated_writes() {
     let m = Model::new("crash").with_subnet("127.0.88");
-    m.ok(&[
-        "deploy",
-        common::ROOT,
-        "-n",
-        "3",
-        "--dispatch",
-        CHARM_BIN,
-        "--subnet",
-        "127.0.88",
-        "--update-status-interval",
-        "5",
-        "--wait",
-        "--timeout",
-        "180",
-    ]);
+    m.deploy_charm(3, 5, &[]);
     let (old_primary, paddr) = m.wait_roles(2, None, 60);
     let pw = m.password();
     let spw = m.sentinel_password();

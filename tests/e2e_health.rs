@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{eventually_ok, redis, Model, Resp, APP, CHARM_BIN};
+use common::{eventually_ok, redis, Model, Resp, APP};
 
 /// `(workload, message)` of a unit in `status`.
 fn unit_status(m: &Model, unit: &str) -> (String, String) {
@@ -112,21 +112,7 @@ fn wait_hook(m: &Model, unit: &str, hook: &str) {
 #[test]
 fn health_statuses_exporter_and_check_hooks_on_the_local_model() {
     let m = Model::new("e2ehealth").with_subnet("127.0.97");
-    m.ok(&[
-        "deploy",
-        common::ROOT,
-        "-n",
-        "2",
-        "--dispatch",
-        CHARM_BIN,
-        "--subnet",
-        "127.0.97",
-        "--update-status-interval",
-        "5",
-        "--wait",
-        "--timeout",
-        "180",
-    ]);
+    m.deploy_charm(2, 5, &[]);
     let (primary, paddr) = m.wait_roles(1, None, 60);
     let (replica, raddr) = m
         .roles()

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{Model, APP, CHARM_BIN};
+use common::{Model, APP};
 
 fn config_get(addr: &str, pw: &str, name: &str) -> Option<String> {
     common::redis(addr, 6379, Some(pw), &[&["CONFIG", "GET", name]])
@@ -26,21 +26,7 @@ fn config_get(addr: &str, pw: &str, name: &str) -> Option<String> {
 fn a_fresh_primary_requires_a_replica_once_deploy_settles() {
     let m = Model::new("minrep").with_subnet("127.0.76");
     let t0 = Instant::now();
-    m.ok(&[
-        "deploy",
-        common::ROOT,
-        "-n",
-        "3",
-        "--dispatch",
-        CHARM_BIN,
-        "--subnet",
-        "127.0.76",
-        "--update-status-interval",
-        "3600",
-        "--wait",
-        "--timeout",
-        "180",
-    ]);
+    m.deploy_charm(3, 3600, &[]);
     m.ok(&["wait", "--timeout", "120"]);
     if std::env::var_os("E2E_KEEP_LOGS").is_some() {
         eprintln!("{}", m.logs_tail(400));

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{eventually, eventually_ok, redis, Model, Resp, APP, CHARM_BIN, ROOT};
+use common::{eventually, eventually_ok, redis, Model, Resp, APP};
 
 /// A client that opens a new connection for every command, authenticating with the password
 /// it currently knows, and counts what happened.
@@ -195,23 +195,7 @@ fn auth_ok(addr: &str, port: u16, pw: &str) -> bool {
 #[test]
 fn passwords_rotate_without_client_errors() {
     let m = Model::new("pwe2e").with_subnet("127.0.83");
-    m.ok(&[
-        "deploy",
-        ROOT,
-        "-n",
-        "3",
-        "--dispatch",
-        CHARM_BIN,
-        "--subnet",
-        "127.0.83",
-        "--update-status-interval",
-        "2",
-        "--config",
-        "password-rotation-grace=6",
-        "--wait",
-        "--timeout",
-        "180",
-    ]);
+    m.deploy_charm(3, 2, &["--config", "password-rotation-grace=6"]);
     let (_, paddr) = m.wait_roles(2, None, 90);
     let leader = (0..3)
         .map(|n| format!("{APP}/{n}"))
@@ -229,14 +213,7 @@ fn passwords_rotate_without_client_errors() {
     // A client charm gets its credentials through the granted secret.
     let client_dir = m.scratch().join("client");
     secret_reading_client(&client_dir);
-    m.ok(&[
-        "deploy",
-        client_dir.to_str().unwrap(),
-        "--wait",
-        "--timeout",
-        "60",
-    ]);
-    m.ok(&["relate", APP, "client", "--wait", "--timeout", "60"]);
+    m.deploy_client(&client_dir);
     let client_pw = || {
         std::fs::read_to_string(m.unit_dir("client/0").join("client-password"))
             .unwrap_or_default()

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{client_charm, eventually, fqdn_of, get, redis, Model, Resp, APP, CHARM_BIN};
+use common::{client_charm, eventually, fqdn_of, get, redis, Model, Resp, APP};
 
 /// The primary the client relation names (`leader-host` in the app databag), as seen from
 /// the client's side.
@@ -17,23 +17,8 @@ fn client_hostname(m: &Model) -> String {
 /// refresh of `leader-host` is quick.
 #[test]
 fn redis_ha_on_the_local_model() {
-    let m = Model::new("e2e");
-    let root = env!("CARGO_MANIFEST_DIR");
-    m.ok(&[
-        "deploy",
-        root,
-        "-n",
-        "3",
-        "--dispatch",
-        CHARM_BIN,
-        "--subnet",
-        "127.0.61",
-        "--update-status-interval",
-        "5",
-        "--wait",
-        "--timeout",
-        "180",
-    ]);
+    let m = Model::new("e2e").with_subnet("127.0.61");
+    m.deploy_charm(3, 5, &[]);
     let (primary, paddr) = m.wait_roles(2, None, 60);
     let pw = m.password();
 
@@ -90,14 +75,7 @@ fn redis_ha_on_the_local_model() {
     // A client relation names the primary.
     let client = m.scratch().join("client");
     client_charm(&client);
-    m.ok(&[
-        "deploy",
-        client.to_str().unwrap(),
-        "--wait",
-        "--timeout",
-        "60",
-    ]);
-    m.ok(&["relate", APP, "client", "--wait", "--timeout", "60"]);
+    m.deploy_client(&client);
     let host = client_hostname(&m);
     assert!(
         host == fqdn_of(&primary, model_name) || host == paddr,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{primary_name_from_sentinel, resolve_in, Conn, Model, Resp, APP, CHARM_BIN};
+use common::{primary_name_from_sentinel, resolve_in, Conn, Model, Resp, APP};
 
 const KEY: &str = "switchover-counter";
 
@@ -16,23 +16,8 @@ const KEY: &str = "switchover-counter";
 /// and the counter on the new primary holds every acknowledged increment.
 #[test]
 fn switchover_to_a_named_replica_loses_no_acknowledged_write() {
-    let m = Model::new("sw");
-    let root = env!("CARGO_MANIFEST_DIR");
-    m.ok(&[
-        "deploy",
-        root,
-        "-n",
-        "3",
-        "--dispatch",
-        CHARM_BIN,
-        "--subnet",
-        "127.0.83",
-        "--update-status-interval",
-        "5",
-        "--wait",
-        "--timeout",
-        "180",
-    ]);
+    let m = Model::new("sw").with_subnet("127.0.83");
+    m.deploy_charm(3, 5, &[]);
     let (old_primary, paddr) = m.wait_roles(2, None, 60);
     let pw = m.action_value(
         &format!("{APP}/0"),

@@ -62,6 +62,39 @@ impl Model {
         self
     }
 
+    /// `deploy` the charm from this repository (dispatch: the built `redis-k8s`) with `units`
+    /// units on the model's subnet (set by [`Model::with_subnet`]; panics without one), its
+    /// `update-status` every `update_status_secs`, with `extra` flags (`--config k=v`, ...),
+    /// waiting up to 180 s until it is deployed and replicated. The output.
+    pub fn deploy_charm(&self, units: usize, update_status_secs: u64, extra: &[&str]) -> String {
+        assert!(!self.subnet.is_empty(), "deploy_charm needs with_subnet");
+        let units = units.to_string();
+        let interval = update_status_secs.to_string();
+        let mut args = vec![
+            "deploy",
+            ROOT,
+            "-n",
+            &units,
+            "--dispatch",
+            CHARM_BIN,
+            "--subnet",
+            &self.subnet,
+            "--update-status-interval",
+            &interval,
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["--wait", "--timeout", "180"]);
+        self.ok(&args)
+    }
+
+    /// `deploy` the client charm in `dir` (one unit, app `client`, its `redis` interface
+    /// endpoint) and relate it to the app, waiting up to 60 s for each.
+    pub fn deploy_client(&self, dir: &Path) {
+        let dir = dir.to_str().expect("a UTF-8 scratch path");
+        self.ok(&["deploy", dir, "--wait", "--timeout", "60"]);
+        self.ok(&["relate", APP, "client", "--wait", "--timeout", "60"]);
+    }
+
     /// Pass `--model <name>` on every call.
     pub fn with_model_flag(mut self) -> Model {
         self.model_flag = Some(self.name.clone());
