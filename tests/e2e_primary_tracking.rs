@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client_charm, Model, APP, CHARM_BIN};
+use common::{client_charm, Model, APP};
 use redis_k8s::redis_client::{value_to_string, RedisConn};
 
 /// Generous: the figure is printed; the bound only catches "waited for update-status".
@@ -183,25 +183,9 @@ struct Cluster {
 
 const ALL: [usize; 3] = [0, 1, 2];
 
-fn deploy(name: &'static str, subnet: &'static str, juju: &str, update_status: &str) -> Cluster {
+fn deploy(name: &'static str, subnet: &'static str, juju: &str, update_status: u64) -> Cluster {
     let m = Model::new(name).with_subnet(subnet);
-    m.ok(&[
-        "deploy",
-        env!("CARGO_MANIFEST_DIR"),
-        "-n",
-        "3",
-        "--dispatch",
-        CHARM_BIN,
-        "--subnet",
-        subnet,
-        "--juju-version",
-        juju,
-        "--update-status-interval",
-        update_status,
-        "--wait",
-        "--timeout",
-        "180",
-    ]);
+    m.deploy_charm(3, update_status, &["--juju-version", juju]);
     let pw = m.password();
     let sentinel_pw = m.sentinel_password();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -224,14 +208,7 @@ fn deploy(name: &'static str, subnet: &'static str, juju: &str, update_status: &
 
     let client = m.scratch().join("client");
     client_charm(&client);
-    m.ok(&[
-        "deploy",
-        client.to_str().unwrap(),
-        "--wait",
-        "--timeout",
-        "60",
-    ]);
-    m.ok(&["relate", APP, "client", "--wait", "--timeout", "60"]);
+    m.deploy_client(&client);
     assert_eq!(m.leader_host("client/0", "redis"), m.fqdn(first));
     assert_eq!(m.leader_host(&leader, "redis-peers"), m.fqdn(first));
     Cluster {
@@ -252,7 +229,7 @@ fn relation_data_follows_a_switch_of_primary_without_waiting_for_update_status()
         sentinel_pw,
         first,
         leader,
-    } = deploy("track", "127.0.66", "3.6.25", "3600");
+    } = deploy("track", "127.0.66", "3.6.25", 3600);
     let all = ALL;
 
     // 1. A planned switch (SENTINEL FAILOVER), which also moves the primary off the leader's
@@ -341,7 +318,7 @@ fn relation_data_follows_a_switch_of_primary_without_waiting_for_update_status()
 /// date, within one interval.
 #[test]
 fn before_juju_3_6_25_update_status_catches_up() {
-    let c = deploy("trackold", "127.0.67", "3.6.24", "5");
+    let c = deploy("trackold", "127.0.67", "3.6.24", 5);
     let m = &c.m;
     let replicas: Vec<usize> = ALL.iter().copied().filter(|n| *n != c.first).collect();
     let mut s = RedisConn::connect(&m.addr(c.first), 26379, Some(&c.sentinel_pw))
@@ -399,7 +376,7 @@ fn a_returning_leader_publishes_the_primary_chosen_while_it_was_gone() {
         sentinel_pw,
         first,
         leader,
-    } = deploy("leaderback", "127.0.68", "3.6.25", "3600");
+    } = deploy("leaderback", "127.0.68", "3.6.25", 3600);
     if format!("{APP}/{first}") != leader {
         println!("the first primary is not the leader's unit; nothing to test");
         return;
