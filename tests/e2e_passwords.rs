@@ -105,16 +105,8 @@ impl Drop for Client {
 /// A client charm that keeps the password of the secret granted to its `redis` relation in
 /// `<unit dir>/client-password` (on relation-changed and secret-changed).
 fn secret_reading_client(dir: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("metadata.yaml"),
-        "name: client\nrequires:\n  redis:\n    interface: redis\n",
-    )
-    .unwrap();
-    let d = dir.join("dispatch");
-    std::fs::write(
-        &d,
+    common::client_charm_with(
+        dir,
         r#"#!/bin/sh
 out="$JUJU_CHARM_DIR/../client-password"
 save() { secret-get "$1" --refresh password > "$out.tmp" && mv "$out.tmp" "$out"; }
@@ -126,9 +118,7 @@ case "$JUJU_DISPATCH_PATH" in
 esac
 exit 0
 "#,
-    )
-    .unwrap();
-    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
 }
 
 fn rotation_phase(m: &Model, leader: &str) -> String {

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{eventually, fqdn_of, get, redis, Model, APP, CHARM_BIN};
+use common::{eventually, fqdn_of, get, redis, Model, APP};
 use redis_k8s::sentinel::Sentinel;
 use redis_k8s::witness::WITNESS_PORT;
 
@@ -115,34 +115,21 @@ fn kill_primary_and_fail_over(
     (newp, naddr)
 }
 
-#[test]
-fn two_units_fail_over_with_the_witness() {
-    let m = Model::new(MODEL).with_subnet(SUBNET);
-    m.ok(&[
-        "deploy",
-        common::ROOT,
-        "-n",
-        "2",
-        "--dispatch",
-        CHARM_BIN,
-        "--subnet",
-        SUBNET,
-        "--update-status-interval",
-        "5",
-        "--wait",
-        "--timeout",
-        "180",
-    ]);
-    m.ok(&[
-        "config",
-        APP,
-        "sentinel-down-after-milliseconds=2000",
-        "--wait",
-        "--timeout",
-        "120",
-    ]);
+/// Deploy two units on `m`'s subnet (update-status every `update_status_secs`), set the
+/// sentinels' down-after to 2 s plus `config` (`key=value`), and wait until the witness
+/// runs on the replica's pod with 3 sentinels. Returns (primary unit, primary address,
+/// replica address, sentinel password).
+fn deploy_with_the_witness(
+    m: &Model,
+    update_status_secs: u64,
+    config: &[&str],
+) -> (String, String, String, String) {
+    m.deploy_charm(2, update_status_secs, &[]);
+    let mut args = vec!["config", APP, "sentinel-down-after-milliseconds=2000"];
+    args.extend_from_slice(config);
+    args.extend(["--wait", "--timeout", "120"]);
+    m.ok(&args);
     let (primary, paddr) = m.wait_roles(1, None, 60);
-    let pw = m.password();
     let spw = m.sentinel_password();
     let (_, raddr, _) = m
         .roles()
@@ -152,8 +139,16 @@ fn two_units_fail_over_with_the_witness() {
     eventually(
         "the witness runs on the replica's pod; 3 sentinels",
         120,
-        || witness_settled_on(&m, &raddr, &paddr, &spw),
+        || witness_settled_on(m, &raddr, &paddr, &spw),
     );
+    (primary, paddr, raddr, spw)
+}
+
+#[test]
+fn two_units_fail_over_with_the_witness() {
+    let m = Model::new(MODEL).with_subnet(SUBNET);
+    let (primary, paddr, raddr, spw) = deploy_with_the_witness(&m, 5, &[]);
+    let pw = m.password();
     for (a, p) in [(&paddr, 26379), (&raddr, 26379), (&raddr, WITNESS_PORT)] {
         assert_eq!(master_field(a, p, &spw, "quorum").as_deref(), Some("2"));
     }
@@ -181,21 +176,7 @@ fn scaling_two_units_to_one_forgets_the_witness() {
     const SUBNET: &str = "127.0.78";
     let t0 = std::time::Instant::now();
     let m = Model::new(MODEL).with_subnet(SUBNET);
-    m.ok(&[
-        "deploy",
-        common::ROOT,
-        "-n",
-        "2",
-        "--dispatch",
-        CHARM_BIN,
-        "--subnet",
-        SUBNET,
-        "--update-status-interval",
-        "5",
-        "--wait",
-        "--timeout",
-        "180",
-    ]);
+    m.deploy_charm(2, 5, &[]);
     let (primary, _) = m.wait_roles(1, None, 60);
     let pw = m.password();
     let spw = m.sentinel_password();
@@ -299,42 +280,8 @@ fn password_rotations_reach_the_witness() {
     const SUBNET: &str = "127.0.74";
     let t0 = std::time::Instant::now();
     let m = Model::new(MODEL).with_subnet(SUBNET);
-    m.ok(&[
-        "deploy",
-        common::ROOT,
-        "-n",
-        "2",
-        "--dispatch",
-        CHARM_BIN,
-        "--subnet",
-        SUBNET,
-        "--update-status-interval",
-        "3",
-        "--wait",
-        "--timeout",
-        "180",
-    ]);
-    m.ok(&[
-        "config",
-        APP,
-        "sentinel-down-after-milliseconds=2000",
-        "password-rotation-grace=0",
-        "--wait",
-        "--timeout",
-        "120",
-    ]);
-    let (primary, paddr) = m.wait_roles(1, None, 60);
-    let old_spw = m.sentinel_password();
-    let (_, raddr, _) = m
-        .roles()
-        .into_iter()
-        .find(|r| r.2 == "replica")
-        .expect("a replica");
-    eventually(
-        "the witness runs on the replica's pod; 3 sentinels",
-        120,
-        || witness_settled_on(&m, &raddr, &paddr, &old_spw),
-    );
+    let (primary, paddr, raddr, old_spw) =
+        deploy_with_the_witness(&m, 3, &["password-rotation-grace=0"]);
     // The deploy elects unit 0 the leader.
     let leader = "redis-k8s/0".to_string();
     let sentinels = [(&paddr, 26379), (&raddr, 26379), (&raddr, WITNESS_PORT)];

@@ -437,6 +437,12 @@ pub fn fqdn_of(unit: &str, model: &str) -> String {
 /// A charm that only requires the `redis` interface (the client side of the relation) and
 /// whose hooks do nothing.
 pub fn client_charm(dir: &Path) {
+    client_charm_with(dir, "#!/bin/sh\nexit 0\n");
+}
+
+/// A client charm (app `client`, requiring the `redis` interface on its `redis` endpoint)
+/// in `dir` whose executable `dispatch` is `script`.
+pub fn client_charm_with(dir: &Path, script: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
@@ -445,7 +451,7 @@ pub fn client_charm(dir: &Path) {
     )
     .unwrap();
     let d = dir.join("dispatch");
-    std::fs::write(&d, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::write(&d, script).unwrap();
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
