@@ -114,12 +114,7 @@ fn health_statuses_exporter_and_check_hooks_on_the_local_model() {
     let m = Model::new("e2ehealth").with_subnet("127.0.97");
     m.deploy_charm(2, 5, &[]);
     let (primary, paddr) = m.wait_roles(1, None, 60);
-    let (replica, raddr) = m
-        .roles()
-        .into_iter()
-        .find(|r| r.2 == "replica")
-        .map(|r| (r.0, r.1))
-        .expect("a replica");
+    let (replica, raddr) = m.a_replica();
     let pw = m.password();
 
     // The statuses name the role, the replication state and Sentinel's quorum.

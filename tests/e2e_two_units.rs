@@ -131,11 +131,7 @@ fn deploy_with_the_witness(
     m.ok(&args);
     let (primary, paddr) = m.wait_roles(1, None, 60);
     let spw = m.sentinel_password();
-    let (_, raddr, _) = m
-        .roles()
-        .into_iter()
-        .find(|r| r.2 == "replica")
-        .expect("a replica");
+    let (_, raddr) = m.a_replica();
     eventually(
         "the witness runs on the replica's pod; 3 sentinels",
         120,
@@ -186,11 +182,7 @@ fn scaling_two_units_to_one_forgets_the_witness() {
     }
     let (primary, paddr) = m.wait_roles(1, None, 60);
     assert_eq!(primary, "redis-k8s/1");
-    let (_, raddr, _) = m
-        .roles()
-        .into_iter()
-        .find(|r| r.2 == "replica")
-        .expect("a replica");
+    let (_, raddr) = m.a_replica();
     eventually(
         "the witness runs on the replica's pod; 3 sentinels",
         120,

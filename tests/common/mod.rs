@@ -229,6 +229,15 @@ impl Model {
             .unwrap_or_default()
     }
 
+    /// A replica's (unit, address), as `status` shows them now; panics when there is none.
+    pub fn a_replica(&self) -> (String, String) {
+        self.roles()
+            .into_iter()
+            .find(|r| r.2 == "replica")
+            .map(|r| (r.0, r.1))
+            .expect("a replica")
+    }
+
     /// Wait until exactly one unit is primary and `replicas` are replicas, the primary not
     /// being `not`; returns the primary's (unit, address).
     pub fn wait_roles(&self, replicas: usize, not: Option<&str>, secs: u64) -> (String, String) {
