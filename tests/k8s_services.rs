@@ -31,8 +31,9 @@ use redis_k8s::k8s::{self, ApiSource, Desired, Role, ROLE_LABEL};
 use redis_k8s::literals::PRIMARY_CHANGED_NOTICE;
 use redis_k8s::ops::hookcmds::StatusName;
 use redis_k8s::ops::testing::harness::Scenario;
-use redis_k8s::ops::testing::pebble::MemoryPebbleProvider;
-use scenario_support::{fqdn, repo, run as hook, run_with_env, set_bag, world, Proc, APP};
+use scenario_support::{
+    containers, fqdn, run as hook, run_with_env, scenario, set_bag, world, Proc, APP, U0, U1,
+};
 
 /// The Scenario world's model name ([`world`]'s), hence the namespace the charm writes to.
 const NS: &str = "scn";
@@ -628,8 +629,8 @@ fn the_leader_keeps_role_services_and_pod_labels_current_and_reports_missing_tru
 
     // 2. Whole hooks through the Scenario harness, as the admin.
     let w = world(3);
-    let pebble = MemoryPebbleProvider::new(&["redis", "sentinel"]);
-    let mut s = Scenario::new(w.clone(), "redis-k8s/0", repo(), &pebble);
+    let pebble = containers();
+    let mut s = scenario(&w, U0, &pebble);
     // leader-elected records leader-host = unit 0 and mirrors it at once.
     hook(&mut s, "leader-elected");
     assert_eq!(admin.roles(), roles(0));
@@ -647,7 +648,7 @@ fn the_leader_keeps_role_services_and_pod_labels_current_and_reports_missing_tru
     assert_eq!(admin.roles(), roles(1));
 
     // A non-leader writes nothing.
-    let mut s1 = Scenario::new(w.clone(), "redis-k8s/1", repo(), &pebble);
+    let mut s1 = scenario(&w, U1, &pebble);
     set_bag(&w, APP, &[("leader-host", &fqdn(2))]);
     hook(&mut s1, "update-status");
     assert_eq!(admin.roles(), roles(1));
