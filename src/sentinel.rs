@@ -350,7 +350,19 @@ pub fn current_primary(
     };
     Ok(match view {
         SentinelView::Agreed(host) => Some(host),
-        SentinelView::Unreachable => recorded,
+        // No other sentinel answers: the other pods are gone (and, with two units, the
+        // witness on this pod was just stopped because this unit became primary). Our own
+        // sentinel's view then beats the recorded `leader-host`, which the leader may not
+        // have been alive to update: following the record here once demoted a primary that
+        // Sentinel had promoted a second earlier back to a replica of the dead pod. A fresh
+        // pod's own sentinel starts from the recorded primary (or is not running yet), so a
+        // restarted unit still follows the record.
+        SentinelView::Unreachable => {
+            match crate::primary::ask_sentinels(&[own_address(&topo)], &fw.ctx.app_name, password) {
+                SentinelView::Agreed(host) => Some(host),
+                _ => recorded,
+            }
+        }
         SentinelView::Disagree(votes) => {
             tracing::warn!(?votes, "sentinels disagree about the primary");
             None

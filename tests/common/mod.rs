@@ -427,7 +427,7 @@ fn copy_logs(from: &Path, to: &Path, depth: usize) {
     for e in entries.flatten() {
         let path = e.path();
         let Ok(ty) = e.file_type() else { continue };
-        if ty.is_dir() && depth < 6 {
+        if ty.is_dir() && depth < 9 {
             copy_logs(&path, &to.join(e.file_name()), depth + 1);
         } else if ty.is_file() && path.extension().is_some_and(|x| x == "log") {
             let _ = std::fs::create_dir_all(to);
