@@ -83,7 +83,7 @@ fn a_crashed_primary_loses_only_the_last_unreplicated_writes() {
     let t_kill = Instant::now();
     m.ok(&["kill-pod", &old_primary]);
     let killed = Instant::now();
-    let (new_primary, naddr) = m.wait_roles(1, Some(&old_primary), 90);
+    let (new_primary, naddr) = m.wait_new_primary(&old_primary, 90);
     let promoted = Instant::now();
     assert!(
         writer.more(500, 60),

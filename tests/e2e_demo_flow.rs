@@ -113,7 +113,7 @@ fn a_key_written_right_after_deploy_survives_the_primary_crash() {
         Some("OK")
     );
     m.ok(&["kill-pod", &old_primary]);
-    let (new_primary, naddr) = m.wait_roles(1, Some(&old_primary), 90);
+    let (new_primary, naddr) = m.wait_new_primary(&old_primary, 90);
     let got = common::get(&naddr, &pw, "demo-key");
     assert_eq!(
         got,

@@ -94,7 +94,7 @@ fn redis_ha_on_the_local_model() {
 
     // Kill the primary's pod: a replica is promoted; the old primary comes back as a replica.
     m.ok(&["kill-pod", &primary]);
-    let (newp, naddr) = m.wait_roles(1, Some(&primary), 90);
+    let (newp, naddr) = m.wait_new_primary(&primary, 90);
     assert_ne!(newp, primary);
     assert_eq!(get(&naddr, &pw, "e2e-key"), "v1");
     m.ok(&["wait", "--timeout", "120"]);

@@ -212,7 +212,7 @@ fn three_units_speak_only_tls_and_fail_over_over_tls() {
     // once the pod is back, the leader records the new primary as `leader-host` and the old
     // primary rejoins as a replica, over TLS.
     m.ok(&["kill-pod", &primary, "--down-for", "5"]);
-    let (newp, naddr) = m.wait_roles(1, Some(&primary), 60);
+    let (newp, naddr) = m.wait_new_primary(&primary, 60);
     let nfqdn = m.fqdn(newp.rsplit('/').next().unwrap().parse().unwrap());
     assert_eq!(
         tls_cli(&ca, &naddr, 6379, &pw, &["GET", "tls-key"]).as_deref(),

@@ -238,6 +238,28 @@ impl Model {
             .expect("a replica")
     }
 
+    /// Wait until exactly one unit is primary, it is not `old`, and at least one unit is its
+    /// replica; returns the primary's (unit, address). Unlike [`Model::wait_roles`] with an
+    /// exact replica count, this does not miss a failover whose killed pod is already back
+    /// as a replica by the time the roles are polled (seen under CI load).
+    pub fn wait_new_primary(&self, old: &str, secs: u64) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let roles = self.roles();
+            let primaries: Vec<_> = roles.iter().filter(|r| r.2 == "primary").collect();
+            let n_rep = roles.iter().filter(|r| r.2 == "replica").count();
+            if primaries.len() == 1 && n_rep >= 1 && primaries[0].0 != old {
+                return (primaries[0].0.clone(), primaries[0].1.clone());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new primary (not {old}): {roles:?}\n{}",
+                String::from_utf8_lossy(&self.cmd(&["status"]).stdout)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Wait until exactly one unit is primary and `replicas` are replicas, the primary not
     /// being `not`; returns the primary's (unit, address).
     pub fn wait_roles(&self, replicas: usize, not: Option<&str>, secs: u64) -> (String, String) {
