@@ -10,9 +10,7 @@ mod cos_support;
 mod scenario_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -93,39 +91,14 @@ fn python_decode(value: &str) -> serde_json::Value {
                   out = {k: json.loads(lzma.decompress(base64.b64decode(t['content'].encode('utf-8'))).decode())\n\
                          for k, t in data['templates'].items()}\n\
                   sys.stdout.write(json.dumps(out))\n";
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "python could not decode: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&cos_support::python(script, value)).unwrap()
 }
 
+/// Evaluate a Python expression (with `hashlib` and `uuid` imported) and return it printed.
 fn python(expr: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-c", &format!("import hashlib, uuid\nprint({expr})")])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    cos_support::python(&format!("import hashlib, uuid\nprint({expr})"), "")
+        .trim()
+        .to_string()
 }
 
 /// The leader writes exactly one app key, `dashboards`, with the library's shape; CPython

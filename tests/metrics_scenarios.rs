@@ -10,9 +10,8 @@ mod cos_support;
 mod scenario_support;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -205,30 +204,6 @@ const PROMTOOL: &str = "/usr/bin/promtool";
 const LAB_MODEL: &str = "lab";
 const LAB_UUID: &str = "0a1b2c3d-0000-4000-8000-000000000000";
 
-/// Run python3 with `script`, `input` on stdin; its stdout.
-fn python(script: &str, input: &str) -> String {
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// The databag's `alert_rules` holds our two groups, named as the library names them, with
 /// every rule labelled with the topology (the rule's own `severity` kept first) and its
 /// expression bound to this application.
@@ -418,7 +393,7 @@ fn write_rules(
         zero = if zero_for { "True" } else { "False" },
     );
     let path = dir.join(file);
-    std::fs::write(&path, python(&script, &raw)).unwrap();
+    std::fs::write(&path, cos_support::python(&script, &raw)).unwrap();
     path
 }
 

@@ -231,3 +231,29 @@ pub fn try_prom_query(addr: &str, query: &str) -> Result<serde_json::Value, Stri
 pub fn prom_query(addr: &str, query: &str) -> serde_json::Value {
     try_prom_query(addr, query).unwrap_or_else(|e| panic!("{query}: {e}"))
 }
+
+/// Run `python3 -c script` with `input` on stdin and return its stdout; the test fails with
+/// Python's stderr if the script does. The consumer-side checks (CPython's `lzma`, `json`,
+/// `yaml`) run through this.
+pub fn python(script: &str, input: &str) -> String {
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
