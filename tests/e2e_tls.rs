@@ -9,85 +9,16 @@
 //! name, and the exporter (which checks names) scrapes the unit's FQDN.
 
 mod common;
+mod tls_support;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::{eventually, Model, APP, CHARM_BIN};
 
 const SUBNET: &str = "127.0.71";
-
-/// A CA and a server certificate for `*.<app>-endpoints.<model>.svc.cluster.local`.
-pub fn make_certs(dir: &Path, model: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "redis.key",
-        "-out",
-        "redis.csr",
-        "-subj",
-        "/CN=redis",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        format!("subjectAltName=DNS:*.{APP}-endpoints.{model}.svc.cluster.local\n"),
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "redis.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "redis.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    (
-        dir.join("redis.crt"),
-        dir.join("redis.key"),
-        dir.join("ca.crt"),
-    )
-}
 
 /// `redis-cli --tls` against `addr:port`; the password through `REDISCLI_AUTH`, never argv.
 fn tls_cli(ca: &Path, addr: &str, port: u16, pw: &str, cmd: &[&str]) -> Option<String> {
@@ -122,7 +53,8 @@ fn three_units_speak_only_tls_and_fail_over_over_tls() {
     let m = Model::new("tlsm").with_subnet(SUBNET);
     let certs = m.scratch().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
-    let (crt, key, ca) = make_certs(&certs, &m.name);
+    let tls_support::Certs { crt, key, ca } =
+        tls_support::make_certs(&certs, APP, &m.name, "test-ca");
     m.ok(&[
         "deploy",
         common::ROOT,
@@ -241,7 +173,8 @@ fn turning_tls_on_and_off_in_a_running_deployment_keeps_the_data_and_the_primary
     let m = Model::new("tlst").with_subnet(NET);
     let certs = m.scratch().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
-    let (crt, key, ca) = make_certs(&certs, &m.name);
+    let tls_support::Certs { crt, key, ca } =
+        tls_support::make_certs(&certs, APP, &m.name, "test-ca");
     m.ok(&[
         "deploy",
         common::ROOT,
@@ -305,7 +238,8 @@ fn two_units_with_tls_fail_over_through_the_witness() {
     let m = Model::new("tlsw").with_subnet(NET);
     let certs = m.scratch().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
-    let (crt, key, ca) = make_certs(&certs, &m.name);
+    let tls_support::Certs { crt, key, ca } =
+        tls_support::make_certs(&certs, APP, &m.name, "test-ca");
     m.ok(&[
         "deploy",
         common::ROOT,

@@ -5,8 +5,7 @@
 //! started from the rendered config speaks only TLS and the charm's client verifies the
 //! chain (not the name) against the CA. Certificates are made with the `openssl` CLI.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use redis_k8s::ops::hookcmds::StatusName;
@@ -18,75 +17,9 @@ use redis_k8s::tls::{ClientTls, MARKER_ENV};
 use serde_json::Value;
 
 mod scenario_support;
+mod tls_support;
 use scenario_support::*;
-
-/// The three PEM files of one CA and its server certificate.
-struct Certs {
-    crt: PathBuf,
-    key: PathBuf,
-    ca: PathBuf,
-}
-
-/// A CA (`/CN=<ca_name>`) and a server certificate for the `scn` model's pod names only (a
-/// DNS wildcard, no IP address), in `dir`.
-fn make_certs(dir: &Path, ca_name: &str) -> Certs {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let subj = format!("/CN={ca_name}");
-    run(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-        "-days", "2", "-subj", &subj,
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "redis.key",
-        "-out",
-        "redis.csr",
-        "-subj",
-        "/CN=redis",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        format!("subjectAltName=DNS:*.{APP}-endpoints.scn.svc.cluster.local\n"),
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "redis.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "redis.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    Certs {
-        crt: dir.join("redis.crt"),
-        key: dir.join("redis.key"),
-        ca: dir.join("ca.crt"),
-    }
-}
+use tls_support::{make_certs, Certs};
 
 fn attach(w: &Arc<Mutex<World>>, name: &str, path: &Path) {
     w.lock().unwrap().set_resource(APP, name, path).unwrap();
@@ -122,7 +55,7 @@ fn lines(conf: &str) -> Vec<&str> {
 #[test]
 fn tls_on_renders_tls_only_servers_and_pushes_the_files_into_both_containers() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path(), "scenario-ca");
+    let certs = make_certs(dir.path(), APP, "scn", "scenario-ca");
     let w = world(1);
     set_config(&w, &[("enable-tls", Value::Bool(true))]);
     attach_all(&w, &certs);
@@ -243,7 +176,7 @@ fn tls_on_renders_tls_only_servers_and_pushes_the_files_into_both_containers() {
 #[test]
 fn tls_off_stays_plain_and_turning_it_on_restarts_both_servers() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path(), "scenario-ca");
+    let certs = make_certs(dir.path(), APP, "scn", "scenario-ca");
     let w = world(1);
     attach_all(&w, &certs);
     let pebble = containers();
@@ -309,7 +242,7 @@ fn tls_off_stays_plain_and_turning_it_on_restarts_both_servers() {
 #[test]
 fn missing_resources_block_with_the_python_message_and_touch_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path(), "scenario-ca");
+    let certs = make_certs(dir.path(), APP, "scn", "scenario-ca");
     let w = world(1);
     let pebble = containers();
     let mut s = deploy(&w, &pebble);
@@ -350,7 +283,7 @@ fn missing_resources_block_with_the_python_message_and_touch_nothing() {
 #[test]
 fn a_garbage_resource_blocks_naming_it_and_nothing_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path(), "scenario-ca");
+    let certs = make_certs(dir.path(), APP, "scn", "scenario-ca");
     let w = world(1);
     let pebble = containers();
     let mut s = deploy(&w, &pebble);
@@ -358,7 +291,8 @@ fn a_garbage_resource_blocks_naming_it_and_nothing_restarts() {
     pebble.get("sentinel").clear_calls();
 
     let other_dir = tempfile::tempdir().unwrap();
-    let other_key = std::fs::read(make_certs(other_dir.path(), "another-ca").key).unwrap();
+    let other_key =
+        std::fs::read(make_certs(other_dir.path(), APP, "scn", "another-ca").key).unwrap();
     let cases: [(&str, &[u8]); 4] = [
         ("key-file", &other_key),
         ("cert-file", b"this is not a certificate\n"),
@@ -400,9 +334,9 @@ fn a_garbage_resource_blocks_naming_it_and_nothing_restarts() {
 #[test]
 fn the_rendered_tls_redis_serves_tls_only_and_the_client_verifies_the_chain() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path(), "scenario-ca");
+    let certs = make_certs(dir.path(), APP, "scn", "scenario-ca");
     let other_dir = tempfile::tempdir().unwrap();
-    let other = make_certs(other_dir.path(), "another-ca");
+    let other = make_certs(other_dir.path(), APP, "scn", "another-ca");
     let w = world(1);
     set_config(&w, &[("enable-tls", Value::Bool(true))]);
     attach_all(&w, &certs);
